@@ -1,0 +1,105 @@
+"""Small shared pieces of the local staging: loopback ports, temp dirs, waiting, processes."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.errors import DeadlineExceeded, StagingError
+
+# Ports the machine's own services use: the staging never takes them, whatever the kernel offers.
+RESERVED_PORTS = frozenset({5432, 6379, 26379, 3306, 5672, 1883, 4222})
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, never one of the standard service ports."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in RESERVED_PORTS:
+            return port
+    raise StagingError("no free loopback port found")
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05
+) -> float:
+    """Poll `check` until it returns True; returns the seconds waited. Raises DeadlineExceeded."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    while True:
+        if check():
+            return time.monotonic() - start
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"{what}: not reached within {timeout_s:g} s")
+        time.sleep(interval_s)
+
+
+def make_workdir(prefix: str, owner: str | None = None) -> Path:
+    """A fresh temp dir, world-traversable so a service user can reach its own subdirectories."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    if owner:
+        chown_tree(path, owner)
+    return path
+
+
+def chown_tree(path: Path, owner: str) -> None:
+    pw = pwd.getpwnam(owner)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid`, read from /proc (no psutil needed for one field)."""
+    kids: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal a process and its direct children at once (a server crash takes all its workers)."""
+    targets = [pid, *children_of(pid)]
+    for target in targets:
+        try:
+            os.kill(target, sig)
+        except ProcessLookupError:
+            pass
