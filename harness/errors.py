@@ -34,3 +34,11 @@ class GuardrailError(HarnessError):
 
 class SteadyStateNotMet(HarnessError):
     """The system was not in steady state, so no fault was injected."""
+
+
+class ProbeFailure(TargetError):
+    """One canary operation failed; `probe_error` is the short class recorded in the sample."""
+
+    def __init__(self, probe_error: str, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or probe_error, code=code)
+        self.probe_error = probe_error

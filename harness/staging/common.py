@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -103,3 +104,37 @@ def signal_tree(pid: int, sig: signal.Signals) -> None:
             os.kill(target, sig)
         except ProcessLookupError:
             pass
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux PR_SET_CHILD_SUBREAPER).
+
+    pg_ctl detaches the postmaster; when it is killed, its processes are re-parented to PID 1, and
+    where PID 1 does not reap (containers, micro-VMs) they stay zombies that still answer kill(0), so
+    PostgreSQL refuses to reuse their socket. As subreaper we can reap them ourselves."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def reap_zombies(comm: str) -> int:
+    """waitpid() our zombie children named `comm` only, so no other module's Popen loses its status."""
+    reaped = 0
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        name = raw[raw.find("(") + 1 : raw.rfind(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        if fields[0] == "Z" and int(fields[1]) == me and name == comm:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry), os.WNOHANG)
+                reaped += 1
+    return reaped
