@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from harness.errors import ConfigError
 from harness.timeline import Op, Sample, Timeline
 
 
@@ -42,9 +43,9 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.rate_hz <= 1000:
-            raise ValueError(f"probe rate {self.rate_hz} Hz is outside 0.1..1000")
+            raise ConfigError(f"probe rate {self.rate_hz} Hz is outside 0.1..1000")
         if not 0.01 <= self.op_timeout_s <= 60:
-            raise ValueError(f"probe op timeout {self.op_timeout_s} s is outside 0.01..60")
+            raise ConfigError(f"probe op timeout {self.op_timeout_s} s is outside 0.01..60")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,38 @@
+"""Pick the adapter for a store kind and a profile; say which exist when none fits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from harness.config import Profile
+from harness.errors import ConfigError
+from harness.targets.base import FailoverTarget
+
+Opener = Callable[[Profile], AbstractContextManager[FailoverTarget]]
+
+
+@contextmanager
+def _local_postgres(profile: Profile) -> Iterator[FailoverTarget]:
+    from harness.staging.postgres import PgStaging, PgStagingConfig
+    from harness.targets.local_postgres import LocalPostgresTarget
+
+    with PgStaging(PgStagingConfig(sync_replication=profile.sync_replication)) as staging:
+        yield LocalPostgresTarget(staging)
+
+
+ADAPTERS: dict[tuple[str, str], Opener] = {
+    ("postgres", "local"): _local_postgres,
+}
+
+
+def register(store: str, kind: str, opener: Opener) -> None:
+    ADAPTERS[(store, kind)] = opener
+
+
+def open_target(store: str, profile: Profile) -> AbstractContextManager[FailoverTarget]:
+    opener = ADAPTERS.get((store, profile.kind))
+    if opener is None:
+        known = ", ".join(f"{s}@{k}" for s, k in sorted(ADAPTERS))
+        raise ConfigError(f"no {store} adapter for a '{profile.kind}' environment (available: {known})")
+    return opener(profile)
