@@ -13,6 +13,8 @@ from drills.base import Objectives
 from features.objectives import objectives_from_steps
 from features.steps.common import DrillHolder
 from harness.config import Profile, get_profile
+from harness.errors import HarnessError
+from harness.runner import append_manifest
 from harness.run_context import DEFAULT_OUT, RunContext
 from harness.targets.base import FailoverTarget
 from harness.targets.factory import open_target
@@ -30,11 +32,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="profiles file (default: ./firedrill.toml if present)")
     group.addoption("--firedrill-out", dest="firedrill_out", default=None,
                     help="where evidence and reports go (default: reports/out)")
-    group.addoption("--firedrill-via", dest="firedrill_via", default="pytest", help=argparse_hidden())
+    group.addoption("--firedrill-via", dest="firedrill_via", default="pytest",
+                    help="who started the run: pytest, cli or schedule")
+    group.addoption("--firedrill-manifest", dest="firedrill_manifest", default=None,
+                    help="file to list evidence and harness errors in (used by `firedrill run`)")
 
 
-def argparse_hidden() -> str:
-    return "who started the run: pytest, cli or schedule"
+def _manifest(config: pytest.Config) -> Path | None:
+    value = config.getoption("firedrill_manifest")
+    return Path(value) if value else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[object]:
+    """A harness error (bad profile, missing binaries, staging failed) is one line for the CLI."""
+    report = yield
+    manifest = _manifest(item.config)
+    if manifest and call.excinfo is not None and isinstance(call.excinfo.value, HarnessError):
+        append_manifest(manifest, {"error": str(call.excinfo.value).splitlines()[0]})
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +92,10 @@ def holder(request: pytest.FixtureRequest, profile: Profile, run_context: RunCon
     objectives = request.node.stash.get(OBJECTIVES, base)
     h = DrillHolder(profile=profile, ctx=run_context, objectives=objectives)
     yield h
-    h.conclude()  # evidence is written for every scenario, passed or failed
+    record = h.conclude()  # evidence is written for every scenario, passed or failed
+    manifest = _manifest(request.config)
+    if manifest and record is not None and h.drill is not None and h.drill.run.evidence_path:
+        append_manifest(manifest, {"evidence": str(h.drill.run.evidence_path)})
 
 
 def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Feature, scenario: Scenario) -> None:

@@ -76,7 +76,13 @@ def probe_error_class(exc: psycopg.Error) -> str:
         return "StatementTimeout"
     if isinstance(exc, psycopg.errors.AdminShutdown):
         return "AdminShutdown"
+    if exc.sqlstate == "57P03":
+        return "CannotConnectNow"
     text = str(exc).lower()
+    if "server closed the connection" in text or "terminating connection" in text:
+        return "ConnectionLost"
+    if "shutting down" in text or "starting up" in text or "in recovery" in text:
+        return "CannotConnectNow"
     if "connection refused" in text:
         return "ConnectionRefused"
     if "read-write" in text or "read only" in text:
