@@ -38,16 +38,31 @@ log = logging.getLogger(__name__)
 DEFAULT_SIGNOFF = ("Drill operator", "Service owner", "Auditor / reviewer")
 
 COMPLIANCE: tuple[ControlRef, ...] = (
-    ControlRef(framework="SOC 2", control="A1.3",
-               how="Recovery plan procedures are tested; this record is the test and its result."),
-    ControlRef(framework="ISO/IEC 27001:2022", control="A.5.30",
-               how="ICT readiness for business continuity: recovery objectives exercised and measured."),
-    ControlRef(framework="ISO/IEC 27001:2022", control="A.8.13",
-               how="Backups and replicas are shown to restore service with the data checks listed."),
-    ControlRef(framework="PCI DSS 4.0", control="12.10.2",
-               how="Incident response (recovery) procedures tested at least annually; findings recorded."),
-    ControlRef(framework="HIPAA", control="164.308(a)(7)(ii)(D)",
-               how="Testing and revision procedures for the contingency plan."),
+    ControlRef(
+        framework="SOC 2",
+        control="A1.3",
+        how="Recovery plan procedures are tested; this record is the test and its result.",
+    ),
+    ControlRef(
+        framework="ISO/IEC 27001:2022",
+        control="A.5.30",
+        how="ICT readiness for business continuity: recovery objectives exercised and measured.",
+    ),
+    ControlRef(
+        framework="ISO/IEC 27001:2022",
+        control="A.8.13",
+        how="Backups and replicas are shown to restore service with the data checks listed.",
+    ),
+    ControlRef(
+        framework="PCI DSS 4.0",
+        control="12.10.2",
+        how="Incident response (recovery) procedures tested at least annually; findings recorded.",
+    ),
+    ControlRef(
+        framework="HIPAA",
+        control="164.308(a)(7)(ii)(D)",
+        how="Testing and revision procedures for the contingency plan.",
+    ),
 )
 
 
@@ -61,15 +76,30 @@ class Objectives:
 
     def as_list(self) -> list[Objective]:
         items = [
-            Objective(name="rto", limit=self.rto_s, unit="s",
-                      description=f"service accepts writes again within {_human(self.rto_s)}"),
-            Objective(name="rpo", limit=self.rpo_s, unit="s",
-                      description=f"acknowledged data lost spans at most {_human(self.rpo_s)}"),
+            Objective(
+                name="rto",
+                limit=self.rto_s,
+                unit="s",
+                description=f"service accepts writes again within {_human(self.rto_s)}",
+            ),
+            Objective(
+                name="rpo",
+                limit=self.rpo_s,
+                unit="s",
+                description=f"acknowledged data lost spans at most {_human(self.rpo_s)}",
+            ),
         ]
         if self.max_lost_writes is not None:
-            items.append(Objective(name="lost_writes", limit=float(self.max_lost_writes), unit="writes",
-                                   description="acknowledged writes lost"
-                                   if self.max_lost_writes else "no acknowledged write is lost"))
+            items.append(
+                Objective(
+                    name="lost_writes",
+                    limit=float(self.max_lost_writes),
+                    unit="writes",
+                    description="acknowledged writes lost"
+                    if self.max_lost_writes
+                    else "no acknowledged write is lost",
+                )
+            )
         return items
 
 
@@ -171,9 +201,12 @@ class DrillRun:
         finished = time.time()
         stats: ProbeStats | None = None
         if samples:
-            stats = probe_stats(samples, target_hz=self.probe_config.rate_hz,
-                                op_timeout_s=self.probe_config.op_timeout_s,
-                                connect_timeout_s=self.probe_config.connect_timeout_s)
+            stats = probe_stats(
+                samples,
+                target_hz=self.probe_config.rate_hz,
+                op_timeout_s=self.probe_config.op_timeout_s,
+                connect_timeout_s=self.probe_config.connect_timeout_s,
+            )
         from harness.targets.base import TargetDescription as _TD
 
         target = self.target or _TD(kind="unknown", environment_kind="unknown")
@@ -193,11 +226,25 @@ class DrillRun:
             measurements=measurements,
             verdict=self._verdict(verdicts),
             error=self.error,
-            timeline=[EventRecord(kind=e.kind.value, t_s=round(e.mono - t0, 6), wall=utc_iso(e.wall),
-                                  detail=e.detail) for e in events],
-            samples=[SampleRecord(probe=s.probe, seq=s.seq, op=s.op.value, t_s=round(s.start - t0, 6),
-                                  dur_ms=round((s.end - s.start) * 1000, 3), ok=s.ok, error=s.error,
-                                  node=s.node) for s in sorted(samples, key=lambda s: s.start)],
+            timeline=[
+                EventRecord(
+                    kind=e.kind.value, t_s=round(e.mono - t0, 6), wall=utc_iso(e.wall), detail=e.detail
+                )
+                for e in events
+            ],
+            samples=[
+                SampleRecord(
+                    probe=s.probe,
+                    seq=s.seq,
+                    op=s.op.value,
+                    t_s=round(s.start - t0, 6),
+                    dur_ms=round((s.end - s.start) * 1000, 3),
+                    ok=s.ok,
+                    error=s.error,
+                    node=s.node,
+                )
+                for s in sorted(samples, key=lambda s: s.start)
+            ],
             probe_stats=stats,
             signoff=[SignOff(role=r) for r in DEFAULT_SIGNOFF],
             compliance=list(COMPLIANCE),

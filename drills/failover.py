@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from drills.base import DrillRun
 from harness.errors import DeadlineExceeded, HarnessError, TargetError
 from harness.evidence import EvidenceRecord, Measurements
 from harness.measure import LossResult, OutageResult, measure_loss, measure_outage
 from harness.targets.base import FailoverTarget, FaultKind, FaultSpec
 from harness.timeline import EventKind, Op, Sample
-from drills.base import DrillRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,9 @@ class FailoverSettings:
 
 
 class FailoverDrill:
-    def __init__(self, target: FailoverTarget, run: DrillRun, settings: FailoverSettings | None = None) -> None:
+    def __init__(
+        self, target: FailoverTarget, run: DrillRun, settings: FailoverSettings | None = None
+    ) -> None:
         self.target = target
         self.run = run
         self.settings = settings or FailoverSettings()
@@ -83,7 +85,9 @@ class FailoverDrill:
             return
         self._promoted = True
         manual = self.target.promotion_is_manual()
-        self.run.mark(EventKind.PROMOTION_STARTED, "harness promotes" if manual else "waiting for the platform")
+        self.run.mark(
+            EventKind.PROMOTION_STARTED, "harness promotes" if manual else "waiting for the platform"
+        )
         detail = self.target.promote(timeout_s=self.settings.promote_timeout_s)
         self.run.mark(EventKind.PROMOTION_DONE, detail)
 
@@ -189,22 +193,32 @@ class FailoverDrill:
                 unacknowledged_present=loss.unacknowledged_present if loss else None,
                 recovered_node=outage.recovered_node,
                 phases=list(outage.phases),
-                extra={"stale_acks": outage.stale_acks, "max_gap_s": _r(outage.max_gap_s),
-                       "fault_duration_s": self.fault.duration_s or None},
+                extra={
+                    "stale_acks": outage.stale_acks,
+                    "max_gap_s": _r(outage.max_gap_s),
+                    "fault_duration_s": self.fault.duration_s or None,
+                },
             )
-            values = {"rto": outage.rto_s, "rpo": loss.window_s if loss else None,
-                      "lost_writes": float(loss.lost) if loss else None}
+            values = {
+                "rto": outage.rto_s,
+                "rpo": loss.window_s if loss else None,
+                "lost_writes": float(loss.lost) if loss else None,
+            }
         return self.run.finish(m, values)
 
 
-def _stale_lost(samples: list[Sample], fault_at: float, recovered: frozenset[str] | None,
-                present: frozenset[int] | None) -> tuple[int, list[int]]:
+def _stale_lost(
+    samples: list[Sample], fault_at: float, recovered: frozenset[str] | None, present: frozenset[int] | None
+) -> tuple[int, list[int]]:
     """Writes a failed node acknowledged after the fault was issued, and which of them were lost.
     Acks during a graceful shutdown are legitimate when they survive; lost ones are split brain."""
     if recovered is None:
         return 0, []
-    stale = [s.seq for s in samples
-             if s.op is Op.WRITE and s.ok and s.start >= fault_at and s.node not in recovered]
+    stale = [
+        s.seq
+        for s in samples
+        if s.op is Op.WRITE and s.ok and s.start >= fault_at and s.node not in recovered
+    ]
     lost = [seq for seq in stale if present is not None and seq not in present]
     return len(stale), lost
 

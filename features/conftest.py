@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,30 +14,59 @@ from pytest_bdd.parser import Feature, Scenario, Step
 from drills.base import Objectives
 from features.objectives import objectives_from_steps
 from features.steps.common import DrillHolder
+from features.steps.failover_steps import *  # noqa: F403  (step definitions are fixtures)
 from harness.config import Profile, get_profile
 from harness.errors import HarnessError
-from harness.runner import append_manifest
 from harness.run_context import DEFAULT_OUT, RunContext
+from harness.runner import append_manifest
 from harness.targets.base import FailoverTarget
 from harness.targets.factory import open_target
-
-from features.steps.failover_steps import *  # noqa: F403  (step definitions are fixtures)
 
 OBJECTIVES = pytest.StashKey[Objectives]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("firedrill")
-    group.addoption("--env", dest="firedrill_env", default=os.environ.get("FIREDRILL_ENV", "local"),
-                    help="environment profile to drill (default: local staging)")
-    group.addoption("--firedrill-config", dest="firedrill_config", default=None,
-                    help="profiles file (default: ./firedrill.toml if present)")
-    group.addoption("--firedrill-out", dest="firedrill_out", default=None,
-                    help="where evidence and reports go (default: reports/out)")
-    group.addoption("--firedrill-via", dest="firedrill_via", default="pytest",
-                    help="who started the run: pytest, cli or schedule")
-    group.addoption("--firedrill-manifest", dest="firedrill_manifest", default=None,
-                    help="file to list evidence and harness errors in (used by `firedrill run`)")
+    group.addoption(
+        "--env",
+        dest="firedrill_env",
+        default=os.environ.get("FIREDRILL_ENV", "local"),
+        help="environment profile to drill (default: local staging)",
+    )
+    group.addoption(
+        "--firedrill-config",
+        dest="firedrill_config",
+        default=None,
+        help="profiles file (default: ./firedrill.toml if present)",
+    )
+    group.addoption(
+        "--firedrill-out",
+        dest="firedrill_out",
+        default=None,
+        help="where evidence and reports go (default: reports/out)",
+    )
+    group.addoption(
+        "--firedrill-via",
+        dest="firedrill_via",
+        default="pytest",
+        help="who started the run: pytest, cli or schedule",
+    )
+    group.addoption(
+        "--firedrill-manifest",
+        dest="firedrill_manifest",
+        default=None,
+        help="file to list evidence and harness errors in (used by `firedrill run`)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM unwinds like Ctrl-C, so fixtures tear the staging down and evidence is written."""
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _manifest(config: pytest.Config) -> Path | None:
@@ -62,15 +93,20 @@ def profile(pytestconfig: pytest.Config) -> Profile:
 @pytest.fixture(scope="session")
 def run_context(pytestconfig: pytest.Config, profile: Profile) -> RunContext:
     out = pytestconfig.getoption("firedrill_out")
-    return RunContext(environment=profile.name, via=pytestconfig.getoption("firedrill_via"),
-                      out_root=Path(out) if out else DEFAULT_OUT)
+    return RunContext(
+        environment=profile.name,
+        via=pytestconfig.getoption("firedrill_via"),
+        out_root=Path(out) if out else DEFAULT_OUT,
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """@local scenarios need the embedded staging; @aws ones need an AWS profile."""
     try:
-        kind = get_profile(config.getoption("firedrill_env"),
-                           Path(c) if (c := config.getoption("firedrill_config")) else None).kind
+        kind = get_profile(
+            config.getoption("firedrill_env"),
+            Path(c) if (c := config.getoption("firedrill_config")) else None,
+        ).kind
     except Exception:  # a bad profile is reported by the `profile` fixture, as one line
         return
     for item in items:
@@ -87,7 +123,9 @@ def postgres_target(profile: Profile) -> Iterator[FailoverTarget]:
 
 
 @pytest.fixture
-def holder(request: pytest.FixtureRequest, profile: Profile, run_context: RunContext) -> Iterator[DrillHolder]:
+def holder(
+    request: pytest.FixtureRequest, profile: Profile, run_context: RunContext
+) -> Iterator[DrillHolder]:
     base = Objectives(rto_s=profile.objectives.rto_s, rpo_s=profile.objectives.rpo_s)
     objectives = request.node.stash.get(OBJECTIVES, base)
     h = DrillHolder(profile=profile, ctx=run_context, objectives=objectives)
@@ -108,8 +146,15 @@ def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Feature,
     h.scenario = scenario.name
 
 
-def pytest_bdd_step_error(request: pytest.FixtureRequest, feature: Feature, scenario: Scenario, step: Step,
-                          step_func: object, step_func_args: dict[str, object], exception: Exception) -> None:
+def pytest_bdd_step_error(
+    request: pytest.FixtureRequest,
+    feature: Feature,
+    scenario: Scenario,
+    step: Step,
+    step_func: object,
+    step_func_args: dict[str, object],
+    exception: Exception,
+) -> None:
     """A step that raised (not a Then that found a breach) is recorded in the evidence."""
     if isinstance(exception, AssertionError):
         return

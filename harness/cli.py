@@ -40,13 +40,20 @@ def print_summary(records: list[EvidenceRecord], paths: list[Path]) -> None:
         if record.error:
             click.echo(f"  error: {record.error}")
         for v in record.verdicts:
-            measured = "not measured" if v.measured is None else (
-                _fmt_s(v.measured) if v.unit == "s" else f"{v.measured:g} {v.unit}")
-            click.echo(f"  {'ok ' if v.met else 'NOT'} {v.objective:<12} measured {measured:<22} "
-                       f"limit {v.limit:g} {v.unit}")
+            measured = (
+                "not measured"
+                if v.measured is None
+                else (_fmt_s(v.measured) if v.unit == "s" else f"{v.measured:g} {v.unit}")
+            )
+            click.echo(
+                f"  {'ok ' if v.met else 'NOT'} {v.objective:<12} measured {measured:<22} "
+                f"limit {v.limit:g} {v.unit}"
+            )
         if m.lost_writes is not None:
-            click.echo(f"  lost writes  {m.lost_writes} of {m.acknowledged_writes} acknowledged"
-                       + (f" (seq {', '.join(map(str, m.lost_seqs[:10]))})" if m.lost_seqs else ""))
+            click.echo(
+                f"  lost writes  {m.lost_writes} of {m.acknowledged_writes} acknowledged"
+                + (f" (seq {', '.join(map(str, m.lost_seqs[:10]))})" if m.lost_seqs else "")
+            )
         if m.outage_seen is False:
             click.echo("  no outage seen by the client")
         report = path.parent / "report.html"
@@ -58,8 +65,9 @@ def print_summary(records: list[EvidenceRecord], paths: list[Path]) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """Disaster-recovery drills with measured RTO/RPO and auditor-grade evidence."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 @cli.command()
@@ -69,8 +77,14 @@ def cli(verbose: bool) -> None:
 @click.option("--out", "out_root", type=click.Path(path_type=Path), help="Evidence/report directory.")
 @click.option("-k", "scenario_filter", help="Only scenarios whose name matches (pytest -k).")
 @click.option("--quiet", is_flag=True, help="No live progress, only the summary.")
-def run(drills: tuple[str, ...], environment: str, config_path: Path | None, out_root: Path | None,
-        scenario_filter: str | None, quiet: bool) -> None:
+def run(
+    drills: tuple[str, ...],
+    environment: str,
+    config_path: Path | None,
+    out_root: Path | None,
+    scenario_filter: str | None,
+    quiet: bool,
+) -> None:
     """Run DRILLS (failover, pitr, cache-failover, or all) and write evidence and reports."""
     from harness.config import get_profile
     from harness.run_context import DEFAULT_OUT
@@ -78,8 +92,15 @@ def run(drills: tuple[str, ...], environment: str, config_path: Path | None, out
 
     names = resolve(list(drills) or ["all"])
     get_profile(environment, config_path)  # a bad profile fails here, before anything starts
-    summary = run_drills(names, environment, "cli", out_root=(out_root or DEFAULT_OUT).resolve(),
-                         config_path=config_path, scenario_filter=scenario_filter, live_log=not quiet)
+    summary = run_drills(
+        names,
+        environment,
+        "cli",
+        out_root=(out_root or DEFAULT_OUT).resolve(),
+        config_path=config_path,
+        scenario_filter=scenario_filter,
+        live_log=not quiet,
+    )
     print_summary(summary.records, summary.evidence_paths)
     for error in summary.errors:
         click.echo(f"firedrill: error: {error}", err=True)

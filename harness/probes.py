@@ -137,7 +137,9 @@ class CanaryWriter:
                     worker = _Worker(self._factory)
                 end = time.monotonic()
                 self._timeline.add_sample(
-                    Sample(self.name, seq, Op.WRITE, start, end, wall, outcome.ok, outcome.error, outcome.node)
+                    Sample(
+                        self.name, seq, Op.WRITE, start, end, wall, outcome.ok, outcome.error, outcome.node
+                    )
                 )
                 next_at += period
                 now = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,26 +79,58 @@ def run_drills(
     with tempfile.TemporaryDirectory(prefix="firedrill-run-") as tmp:
         manifest = Path(tmp) / "manifest.jsonl"
         args = [
-            sys.executable, "-m", "pytest",
+            sys.executable,
+            "-m",
+            "pytest",
             *[str(FEATURES / DRILLS[n]) for n in names],
-            "--rootdir", str(REPO_ROOT), "-c", str(REPO_ROOT / "pyproject.toml"),
-            "-p", "no:cacheprovider", "-q", "--no-header", "--tb=line",
-            "--env", environment, "--firedrill-via", via,
-            "--firedrill-out", str(out_root), "--firedrill-manifest", str(manifest),
+            "--rootdir",
+            str(REPO_ROOT),
+            "-c",
+            str(REPO_ROOT / "pyproject.toml"),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--no-header",
+            "--tb=line",
+            "--env",
+            environment,
+            "--firedrill-via",
+            via,
+            "--firedrill-out",
+            str(out_root),
+            "--firedrill-manifest",
+            str(manifest),
         ]
         if config_path is not None:
             args += ["--firedrill-config", str(config_path)]
         if scenario_filter:
             args += ["-k", scenario_filter]
         if live_log:
-            args += ["-o", "log_cli=true", "--log-cli-level=INFO",
-                     "--log-cli-format=%(asctime)s %(message)s", "--log-cli-date-format=%H:%M:%S"]
+            args += [
+                "-o",
+                "log_cli=true",
+                "--log-cli-level=INFO",
+                "--log-cli-format=%(asctime)s %(message)s",
+                "--log-cli-date-format=%H:%M:%S",
+            ]
+        code = _run_child(args)
+        return _read_manifest(manifest, code)
+
+
+def _run_child(args: list[str]) -> int:
+    """Run the drill session; on Ctrl-C/SIGTERM pass SIGINT on and wait for it to tear down
+    (killing it outright would leave its staging servers behind)."""
+    child = subprocess.Popen(args, cwd=str(REPO_ROOT), env=dict(os.environ))
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
         try:
-            proc = subprocess.run(args, cwd=str(REPO_ROOT), env=dict(os.environ), check=False)
-        except KeyboardInterrupt:
-            # The child got the same Ctrl-C and tears its staging down; collect what it wrote.
-            proc = subprocess.CompletedProcess(args, 2)
-        return _read_manifest(manifest, proc.returncode)
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 def _read_manifest(manifest: Path, pytest_exit: int) -> RunSummary:

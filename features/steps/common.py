@@ -25,12 +25,20 @@ class DrillHolder:
 
     def failover(self, name: str, target: FailoverTarget) -> FailoverDrill:
         if self.drill is None:
-            probe = ProbeConfig(rate_hz=self.rate_hz or self.profile.probe.rate_hz,
-                                op_timeout_s=self.profile.probe.op_timeout_s)
-            run = DrillRun(drill=name, scenario=self.scenario, ctx=self.ctx, objectives=self.objectives,
-                           probe_config=probe)
-            self.drill = FailoverDrill(target, run,
-                                       FailoverSettings(recovery_timeout_s=self.profile.recovery_timeout_s))
+            probe = ProbeConfig(
+                rate_hz=self.rate_hz or self.profile.probe.rate_hz,
+                op_timeout_s=self.profile.probe.op_timeout_s,
+            )
+            run = DrillRun(
+                drill=name,
+                scenario=self.scenario,
+                ctx=self.ctx,
+                objectives=self.objectives,
+                probe_config=probe,
+            )
+            self.drill = FailoverDrill(
+                target, run, FailoverSettings(recovery_timeout_s=self.profile.recovery_timeout_s)
+            )
         return self.drill
 
     def record_failure(self, exc: BaseException) -> None:

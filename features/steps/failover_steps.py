@@ -19,7 +19,8 @@ def postgres_drill(holder: DrillHolder, postgres_target: FailoverTarget) -> None
 def canary_rate(holder: DrillHolder, rate: float) -> None:
     assert holder.drill is not None
     holder.drill.run.probe_config = type(holder.drill.run.probe_config)(
-        rate_hz=rate, op_timeout_s=holder.drill.run.probe_config.op_timeout_s)
+        rate_hz=rate, op_timeout_s=holder.drill.run.probe_config.op_timeout_s
+    )
 
 
 @when("the primary is killed")

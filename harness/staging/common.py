@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -12,8 +13,34 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from harness.errors import DeadlineExceeded, StagingError
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_LIVE: set[Stoppable] = set()
+
+
+def track(staging: Stoppable) -> None:
+    """Remember a started staging so an interpreter exit that skipped teardown still stops it."""
+    _LIVE.add(staging)
+
+
+def untrack(staging: Stoppable) -> None:
+    _LIVE.discard(staging)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for staging in list(_LIVE):
+        with contextlib.suppress(Exception):
+            staging.stop()
+    _LIVE.clear()
+
 
 # Ports the machine's own services use: the staging never takes them, whatever the kernel offers.
 RESERVED_PORTS = frozenset({5432, 6379, 26379, 3306, 5672, 1883, 4222})
@@ -30,9 +57,7 @@ def free_port() -> int:
     raise StagingError("no free loopback port found")
 
 
-def wait_until(
-    what: str, check: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05
-) -> float:
+def wait_until(what: str, check: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05) -> float:
     """Poll `check` until it returns True; returns the seconds waited. Raises DeadlineExceeded."""
     start = time.monotonic()
     deadline = start + timeout_s
@@ -100,10 +125,8 @@ def signal_tree(pid: int, sig: signal.Signals) -> None:
     """Signal a process and its direct children at once (a server crash takes all its workers)."""
     targets = [pid, *children_of(pid)]
     for target in targets:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(target, sig)
-        except ProcessLookupError:
-            pass
 
 
 def become_subreaper() -> None:

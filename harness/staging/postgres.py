@@ -17,14 +17,16 @@ import psycopg
 
 from harness.errors import DeadlineExceeded, StagingError, SteadyStateNotMet
 from harness.staging.common import (
-    chown_tree,
     become_subreaper,
+    chown_tree,
     free_port,
     make_workdir,
     pid_alive,
     reap_zombies,
     remove_tree,
     signal_tree,
+    track,
+    untrack,
     wait_until,
 )
 from harness.staging.pg_binaries import PgBinaries, find_binaries, run_tool, service_user
@@ -65,7 +67,7 @@ class PgNode:
         return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={dbname} connect_timeout=2"
 
 
-@dataclass
+@dataclass(eq=False)  # identity-hashed: tracked in a set for atexit teardown
 class PgStaging:
     config: PgStagingConfig = field(default_factory=PgStagingConfig)
     binaries: PgBinaries | None = None
@@ -120,6 +122,7 @@ class PgStaging:
         self.binaries = self.binaries or find_binaries()
         self._user = service_user()
         become_subreaper()
+        track(self)
         self.workdir = make_workdir("firedrill-pg-")
         for sub in ("archive", "sockets", "logs"):
             (self.workdir / sub).mkdir()
@@ -129,8 +132,19 @@ class PgStaging:
         standby = PgNode("pg-b", free_port(), self.workdir / "pg-b", self.workdir / "logs/pg-b.log", "down")
         self.nodes = [primary, standby]
         self._tool(
-            ["initdb", "-D", str(primary.datadir), "--no-sync", "-A", "trust", "-U", SUPERUSER,
-             "-E", "UTF8", "--locale=C"],
+            [
+                "initdb",
+                "-D",
+                str(primary.datadir),
+                "--no-sync",
+                "-A",
+                "trust",
+                "-U",
+                SUPERUSER,
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
             what="initdb",
         )
         self._write_base_config(primary.datadir)
@@ -146,8 +160,23 @@ class PgStaging:
         """Make `node` a streaming standby of `source` (pg_basebackup, always -c fast)."""
         remove_tree(node.datadir)
         self._tool(
-            ["pg_basebackup", "-D", str(node.datadir), "-h", "127.0.0.1", "-p", str(source.port),
-             "-U", SUPERUSER, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+            [
+                "pg_basebackup",
+                "-D",
+                str(node.datadir),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(source.port),
+                "-U",
+                SUPERUSER,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
             what=f"pg_basebackup of {node.name} from {source.name}",
         )
         self._write_role_config(node, primary=False)
@@ -172,6 +201,7 @@ class PgStaging:
             remove_tree(self.workdir)
         self.workdir = None
         self.nodes = []
+        untrack(self)
 
     def __enter__(self) -> PgStaging:
         self.start()
@@ -256,7 +286,9 @@ class PgStaging:
                 raise StagingError(f"no standby is streaming from {primary.name}")
             if self.config.sync_replication and not any(r[1] in ("sync", "quorum") for r in rows):
                 raise StagingError(f"standby of {primary.name} is not synchronous yet")
-            conn.execute("CREATE TABLE IF NOT EXISTS firedrill_heartbeat (id int PRIMARY KEY, at timestamptz)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS firedrill_heartbeat (id int PRIMARY KEY, at timestamptz)"
+            )
             marker = time.time_ns()
             conn.execute(
                 "INSERT INTO firedrill_heartbeat VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET at = now()"
@@ -273,7 +305,9 @@ class PgStaging:
                 row = conn.execute("SELECT 1 FROM firedrill_marker WHERE v = %s", (marker,)).fetchone()
                 return row is not None
 
-            waited = wait_until(f"commit visible on {standby.name}", visible, timeout_s=max_lag_s, interval_s=0.005)
+            waited = wait_until(
+                f"commit visible on {standby.name}", visible, timeout_s=max_lag_s, interval_s=0.005
+            )
         lag = time.monotonic() - sent
         return {
             "streaming": ", ".join(f"{r[0]}/{r[1]}" for r in rows),
@@ -342,8 +376,19 @@ class PgStaging:
     def _start_node(self, node: PgNode) -> None:
         opts = f"-p {node.port}"
         self._tool(
-            ["pg_ctl", "-D", str(node.datadir), "-l", str(node.logfile), "-w",
-             "-t", str(int(self.config.start_timeout_s)), "-o", opts, "start"],
+            [
+                "pg_ctl",
+                "-D",
+                str(node.datadir),
+                "-l",
+                str(node.logfile),
+                "-w",
+                "-t",
+                str(int(self.config.start_timeout_s)),
+                "-o",
+                opts,
+                "start",
+            ],
             what=f"start of {node.name}",
         )
 

@@ -24,8 +24,9 @@ class LocalPostgresTarget:
             kind="postgres",
             environment_kind="local-staging",
             servers={"postgresql": s.server_version()},
-            nodes=tuple(Node(name=n.name, role=n.role, address=n.address, version=s.server_version())
-                        for n in s.nodes),
+            nodes=tuple(
+                Node(name=n.name, role=n.role, address=n.address, version=s.server_version()) for n in s.nodes
+            ),
             settings={
                 "replication": "synchronous" if s.config.sync_replication else "asynchronous",
                 "wal_archive": "on",
