@@ -59,14 +59,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_INTERRUPTED = threading.Event()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """SIGTERM unwinds like Ctrl-C, so fixtures tear the staging down and evidence is written."""
+    """Ctrl-C and SIGTERM unwind as KeyboardInterrupt, so fixtures tear the staging down, and are
+    remembered, so the evidence of the drill they cut short says 'aborted'."""
 
     def _interrupt(signum: int, frame: object) -> None:
+        _INTERRUPTED.set()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def _manifest(config: pytest.Config) -> Path | None:
@@ -130,6 +136,8 @@ def holder(
     objectives = request.node.stash.get(OBJECTIVES, base)
     h = DrillHolder(profile=profile, ctx=run_context, objectives=objectives)
     yield h
+    if _INTERRUPTED.is_set():
+        h.record_failure(KeyboardInterrupt("interrupted by signal"))
     record = h.conclude()  # evidence is written for every scenario, passed or failed
     manifest = _manifest(request.config)
     if manifest and record is not None and h.drill is not None and h.drill.run.evidence_path:

@@ -86,6 +86,17 @@ def _max_gap(ack_ends: list[float], fault_at: float, window_end: float) -> float
     return max(b - a for a, b in pairwise(points))
 
 
+def _first_gap_end(ack_ends: list[float], fault_at: float, threshold: float) -> float | None:
+    """End of the first ack that closes a silence longer than `threshold` reaching past the fault."""
+    prior = [e for e in ack_ends if e < fault_at]
+    previous = prior[-1] if prior else fault_at
+    for end in (e for e in ack_ends if e >= fault_at):
+        if end - previous > threshold:
+            return end
+        previous = end
+    return None
+
+
 def measure_outage(
     samples: Sequence[Sample],
     events: Sequence[Event],
@@ -96,7 +107,10 @@ def measure_outage(
     """Measure RTO, the client-visible outage and its phases around the first FAULT_ISSUED event.
 
     - Recovery is the earliest *acknowledgement* (smallest end) among ok writes that started at or
-      after the fault on a node of `recovered_nodes` (None: any node). For one sequential probe this is
+      after the fault on a node of `recovered_nodes` (None: any node), and after the outage began: at
+      or after the start of the first failed write, or, when nothing failed, the ack that closes the
+      first silence longer than `gap_threshold_s`. Acks between the fault being issued and taking
+      effect are not a recovery. For one sequential probe this is
       the first such write; with several probes it is when the service was first seen writable.
       A write that started before the fault (straddling it) is never a recovery.
     - `stale_acks`: ok writes started at or after the fault on a node known to be outside
@@ -120,13 +134,28 @@ def measure_outage(
     fault_at = min(issued)
     writes = _writes(samples)
     after = [w for w in writes if w.start >= fault_at and w.ok]
-    recovering = [w for w in after if recovered_nodes is None or w.node in recovered_nodes]
-    first_rec = min(recovering, key=lambda w: (w.end, w.start), default=None)
     stale = 0
     if recovered_nodes is not None:
         stale = sum(1 for w in after if w.node is not None and w.node not in recovered_nodes)
     failures = [w for w in writes if not w.ok and w.end >= fault_at]
     first_fail = min(failures, key=lambda w: (w.end, w.start), default=None)
+    # A fault takes effect a little after it is issued; acks in between (same node, or "any node"
+    # behind an endpoint) are not a recovery. Recovery is the first ack after the outage began: after
+    # the first failed write started, or, with no failure, after the first silence over the threshold.
+    not_before = fault_at
+    if first_fail is not None:
+        not_before = max(fault_at, first_fail.start)
+    else:
+        gap_end = _first_gap_end(sorted(w.end for w in writes if w.ok), fault_at, gap_threshold_s)
+        if gap_end is not None:
+            not_before = gap_end
+    recovering = [
+        w
+        for w in after
+        if (recovered_nodes is None or w.node in recovered_nodes)
+        and (w.start >= not_before or (first_fail is None and w.end >= not_before))
+    ]
+    first_rec = min(recovering, key=lambda w: (w.end, w.start), default=None)
 
     rec_at = first_rec.end if first_rec is not None else None
     ack_ends = sorted(w.end for w in writes if w.ok)

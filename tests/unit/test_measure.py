@@ -222,11 +222,14 @@ def test_fault_at_the_very_first_sample() -> None:
     assert r.max_gap_s == approx(0.32)
 
 
-def test_failure_after_recovery_is_counted_but_not_detection() -> None:
+def test_ack_before_the_first_failure_is_not_a_recovery() -> None:
+    """Behind one endpoint, an ack after the fault was issued but before anything failed only shows
+    the fault had not taken effect yet; the outage starts at the failure and never ends here."""
     samples = [*acks(1, 9.0, 10), w(11, 10.2, 10.21), w(12, 10.3, 10.8, ok=False)]
     r = measure_outage(samples, FAULT, recovered_nodes=None)
     assert r.failed_writes == 1 and r.outage_seen
-    assert [p.name for p in r.phases] == []
+    assert not r.recovered and r.rto_s is None
+    assert [p.name for p in r.phases] == ["detection"]
 
 
 def test_random_outages_have_the_constructed_rto() -> None:
@@ -375,3 +378,33 @@ def test_probe_stats_rates_errors_and_nodes() -> None:
 def test_probe_stats_empty() -> None:
     stats = probe_stats([], target_hz=5.0, op_timeout_s=2.0, connect_timeout_s=1.0)
     assert stats.achieved_hz == 0.0 and stats.samples == 0 and stats.errors == {} and stats.nodes == {}
+
+
+def test_ack_between_fault_issue_and_effect_is_not_recovery() -> None:
+    """Freeze: one write slips through before SIGSTOP lands; recovery is after the outage."""
+    node = "pg-a"
+    samples = [
+        Sample("w", 1, Op.WRITE, 9.99, 9.995, 0.0, True, None, node),
+        Sample("w", 2, Op.WRITE, 10.001, 10.003, 0.0, True, None, node),  # before the stop took effect
+        Sample("w", 3, Op.WRITE, 10.013, 10.513, 0.0, False, "ClientTimeout", None),
+        Sample("w", 4, Op.WRITE, 10.513, 11.013, 0.0, False, "ClientTimeout", None),
+        Sample("w", 5, Op.WRITE, 11.013, 11.020, 0.0, True, None, node),
+    ]
+    events = [Event(EventKind.FAULT_ISSUED, 10.0, 0.0)]
+    result = measure_outage(samples, events, recovered_nodes=frozenset({node}))
+    assert result.rto_s == pytest.approx(1.020)
+    assert result.recovered_node == node
+
+
+def test_gap_only_outage_recovers_at_the_write_that_ends_the_silence() -> None:
+    """No failure (the client waited instead): the ack closing the silence is the recovery."""
+    samples = [
+        Sample("w", 1, Op.WRITE, 9.99, 9.995, 0.0, True, None, "n"),
+        Sample("w", 2, Op.WRITE, 10.001, 10.002, 0.0, True, None, "n"),
+        Sample("w", 3, Op.WRITE, 10.012, 11.5, 0.0, True, None, "n"),  # blocked through the freeze
+        Sample("w", 4, Op.WRITE, 11.51, 11.52, 0.0, True, None, "n"),
+    ]
+    events = [Event(EventKind.FAULT_ISSUED, 10.0, 0.0)]
+    result = measure_outage(samples, events, recovered_nodes=None)
+    assert result.outage_seen
+    assert result.rto_s == pytest.approx(1.5)
