@@ -138,7 +138,7 @@ def _register_optional() -> None:
     """Commands from modules that may not exist in every build."""
     import importlib
 
-    for module in ("harness.cli_ledger", "harness.cli_aws", "harness.cli_calibrate"):
+    for module in ("harness.cli_staging", "harness.cli_ledger", "harness.cli_aws", "harness.cli_calibrate"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
