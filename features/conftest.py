@@ -15,6 +15,7 @@ from drills.base import Objectives
 from features.objectives import objectives_from_steps
 from features.steps.common import DrillHolder
 from features.steps.failover_steps import *  # noqa: F403  (step definitions are fixtures)
+from features.steps.pitr_steps import *  # noqa: F403
 from harness.config import Profile, get_profile
 from harness.errors import HarnessError
 from harness.run_context import DEFAULT_OUT, RunContext

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from drills.base import Objectives
+from drills.pitr import PitrObjectives
+from harness.targets.restore_base import RefusalReason
 
 _DURATION = r"(?P<amount>\d+(?:\.\d+)?) (?P<unit>seconds?|minutes?)"
 RTO = re.compile(rf"writes succeed again(?P<same> on the same (?:primary|master))? within {_DURATION}")
@@ -30,4 +32,38 @@ def objectives_from_steps(texts: Iterable[str], base: Objectives) -> Objectives:
             result = replace(result, rpo_s=seconds(m["amount"], m["unit"]))
         elif NO_LOSS.fullmatch(text):
             result = replace(result, max_lost_writes=0)
+    return result
+
+
+# ---- point-in-time restore (features/pitr.feature) ------------------------------------------------
+_AGE = r"(?P<amount>\d+(?:\.\d+)?) (?P<unit>seconds?|minutes?|hours?|days?)"
+PITR_RTO = re.compile(rf"the restored database accepts writes within {_DURATION}")
+PITR_RPO = re.compile(rf"at most {_DURATION} of data before the (?:mistake|disaster) (?:are|is) lost")
+BACKUP_AGE = re.compile(rf"the newest base backup is at most {_AGE} old")
+REFUSED = re.compile(
+    r"the restore is refused because the target is (?P<why>before the backup|beyond the archived WAL)"
+)
+_AGE_UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def age_seconds(amount: str, unit: str) -> float:
+    return float(amount) * _AGE_UNITS[unit.rstrip("s")]
+
+
+def pitr_objectives_from_steps(texts: Iterable[str], base: PitrObjectives) -> PitrObjectives:
+    result = base
+    for text in texts:
+        if m := PITR_RTO.fullmatch(text):
+            result = replace(result, rto_s=seconds(m["amount"], m["unit"]))
+        elif m := PITR_RPO.fullmatch(text):
+            result = replace(result, rpo_s=seconds(m["amount"], m["unit"]))
+        elif m := BACKUP_AGE.fullmatch(text):
+            result = replace(result, backup_max_age_s=age_seconds(m["amount"], m["unit"]))
+        elif m := REFUSED.fullmatch(text):
+            why = (
+                RefusalReason.BEFORE_BACKUP
+                if m["why"] == "before the backup"
+                else RefusalReason.BEYOND_ARCHIVE
+            )
+            result = replace(result, expect_refusal=why)
     return result

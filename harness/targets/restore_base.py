@@ -14,12 +14,14 @@ checks in the drill.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from harness.errors import TargetError
+from harness.config import Profile
+from harness.errors import ConfigError, TargetError
 from harness.probes import ProbeConfig, SessionFactory
 from harness.targets.base import TargetDescription
 from harness.targets.pg_canary import PgEndpoint
@@ -45,6 +47,11 @@ class RefusalReason(StrEnum):
 def fmt_time(epoch: float) -> str:
     """Microsecond UTC time, as PostgreSQL accepts it in recovery_target_time and as reports show it."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def pg_time(epoch: float) -> str:
+    """The same instant as PostgreSQL's recovery_target_time accepts it (it rejects a trailing Z)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
 class RestoreRefused(TargetError):
@@ -137,7 +144,7 @@ class RecoveryTarget:
     @staticmethod
     def at_time(when: float, description: str = "") -> RecoveryTarget:
         return RecoveryTarget(
-            TargetKind.TIME, fmt_time(when), True, when, description or f"time {fmt_time(when)}"
+            TargetKind.TIME, pg_time(when), True, when, description or f"time {fmt_time(when)}"
         )
 
     @staticmethod
@@ -257,3 +264,28 @@ class RestoreTarget(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# ---- picking the adapter ------------------------------------------------------------------------
+
+RestoreOpener = Callable[[Profile], AbstractContextManager[RestoreTarget]]
+_ADAPTERS: dict[str, RestoreOpener] = {}
+
+
+def register_restore_adapter(kind: str, opener: RestoreOpener) -> None:
+    """An adapter for an environment kind ("aws") registers its opener here."""
+    _ADAPTERS[kind] = opener
+
+
+def open_restore_target(profile: Profile) -> AbstractContextManager[RestoreTarget]:
+    if "local" not in _ADAPTERS:
+        from harness.targets.local_pitr import open_local_pitr  # imported late: it pulls in the staging
+
+        _ADAPTERS["local"] = open_local_pitr
+    opener = _ADAPTERS.get(profile.kind)
+    if opener is None:
+        known = ", ".join(sorted(_ADAPTERS))
+        raise ConfigError(
+            f"no point-in-time restore adapter for a '{profile.kind}' environment (available: {known})"
+        )
+    return opener(profile)
