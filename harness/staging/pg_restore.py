@@ -326,22 +326,33 @@ def _start(staging: PgStaging, cluster: RestoredCluster, timeout_s: float) -> No
 
 
 def _wait_promoted(cluster: RestoredCluster, *, deadline: float) -> None:
-    last = "no answer yet"
+    """Wait for the postmaster.pid status "ready" (promoted, accepting connections), then confirm
+    with one query. Reading the pid file instead of polling with connections keeps the server log
+    free of "not accepting connections" lines."""
+    last = "still in recovery"
     while True:
         pid = _postmaster_pid(cluster.datadir)
         if pid is None or not pid_alive(pid):
-            raise StagingError(f"the server exited during recovery ({last})")
-        try:
-            with psycopg.connect(cluster.conninfo("postgres"), autocommit=True) as conn:
-                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            raise StagingError("the server exited during recovery")
+        if _pm_status(cluster.datadir) == "ready":
+            try:
+                with psycopg.connect(cluster.conninfo("postgres"), autocommit=True) as conn:
+                    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
                 if row is not None and not row[0]:
                     return
-                last = "still in recovery"
-        except psycopg.OperationalError as exc:
-            last = _one_line(exc)
+            except psycopg.OperationalError as exc:
+                last = _one_line(exc)
         if time.monotonic() >= deadline:
             raise StagingError(f"not promoted within the restore deadline ({last})")
-        time.sleep(0.01)
+        time.sleep(0.005)
+
+
+def _pm_status(datadir: Path) -> str:
+    try:
+        lines = (datadir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return ""
+    return lines[7].strip() if len(lines) > 7 else ""
 
 
 def parse_log(logfile: Path) -> RestoreLog:
@@ -364,7 +375,8 @@ def parse_log(logfile: Path) -> RestoreLog:
             timeline = int(m.group(1))
         if m := _RESTORED_SEG.search(line):
             segments.add(m.group(1))
-        if (m := _FATAL.search(line)) and not fatal:
+        # The startup process's reason, not a client turned away while the server was starting.
+        if (m := _FATAL.search(line)) and not fatal and not m.group(1).startswith("the database system is"):
             fatal = m.group(1).strip()
     return RestoreLog(stop_point, replay_end, ready, timeline, len(segments), fatal)
 
