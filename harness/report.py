@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from harness import __version__
 from harness.evidence import EvidenceRecord, load_evidence, write_json_atomic
-from harness.report_chart import anchor_time, build_timeline_svg, event_label
+from harness.report_chart import anchor_event, anchor_time, build_timeline_svg, event_label
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "reports" / "templates"
 HTML_TEMPLATE = "report.html.j2"
@@ -191,9 +191,10 @@ def outage_summary(record: EvidenceRecord) -> list[str]:
     """The chart's story in a few lines of text, for the Markdown report."""
     m = record.measurements
     lines: list[str] = []
-    anchor = anchor_time(record)
-    if anchor is not None:
-        lines.append(f"Fault issued at t = {anchor:.3f} s after the drill start.")
+    found = anchor_event(record)
+    anchor = found[1] if found else None
+    if found is not None:
+        lines.append(f"{event_label(found[0]).capitalize()} at t = {found[1]:.3f} s after the drill start.")
     else:
         lines.append("No fault event was recorded.")
     if anchor is not None and m.rto_s is not None:

@@ -54,7 +54,9 @@ _EVENT_COLOURS = {
     "verified": "#166534",
     "error": "#b71c1c",
 }
-_ANCHOR_KINDS = ("fault_issued", "disaster")
+# Where RTO is counted from: the fault for a failover; the restore start for a restore drill, whose
+# RTO is restore start to verified service (the disaster itself is marked, but is not the anchor).
+_ANCHOR_KINDS = ("fault_issued", "restore_started", "disaster")
 _KEY_KINDS = frozenset(
     {
         "fault_issued",
@@ -83,13 +85,18 @@ def event_label(kind: str) -> str:
     return kind.replace("_", " ")
 
 
-def anchor_time(record: EvidenceRecord) -> float | None:
-    """The moment the outage starts on the drill clock: the fault (or the declared disaster)."""
+def anchor_event(record: EvidenceRecord) -> tuple[str, float] | None:
+    """The event RTO is counted from, and its time on the drill clock."""
     for kind in _ANCHOR_KINDS:
         for event in record.timeline:
             if event.kind == kind:
-                return event.t_s
+                return kind, event.t_s
     return None
+
+
+def anchor_time(record: EvidenceRecord) -> float | None:
+    found = anchor_event(record)
+    return found[1] if found else None
 
 
 def downsample(samples: Sequence[SampleRecord], limit: int = MAX_SAMPLES) -> list[SampleRecord]:
