@@ -27,6 +27,7 @@ from harness.evidence import (
     Verdict,
     write_evidence,
 )
+from harness.ledger_hook import record_run
 from harness.measure import judge, probe_stats
 from harness.probes import CanaryWriter, ProbeConfig, SessionFactory
 from harness.run_context import RunContext, new_run_id, utc_iso
@@ -183,6 +184,8 @@ class DrillRun:
         record = self._record(measurements, verdicts)
         self.evidence = record
         self.evidence_path = write_evidence(record, self.run_dir)
+        # Ledger (chained record rewritten to evidence.json), webhook, metrics; never raises.
+        self.evidence = record = record_run(record, self.evidence_path)
         self._render(record)
         return record
 

@@ -17,6 +17,8 @@ from harness.errors import ConfigError
 
 DEFAULT_CONFIG = Path("firedrill.toml")
 
+_active_config: Path | None = None  # the file the profiles were last loaded from (active_config_path)
+
 
 class ProbeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,9 +43,67 @@ class Profile(BaseModel):
     sync_replication: bool = True
 
 
+class LedgerSettings(BaseModel):
+    """`[ledger]`: where evidence is chained and how it is signed. Keys are references, never values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    enabled: bool = True
+    dir: Path | None = None  # default: reports/ledger (next to the default reports/out)
+    signing_key_env: str = "FIREDRILL_SIGNING_KEY"  # variable holding the Ed25519 private key
+    signing_key_file: Path | None = None  # PKCS#8 PEM, used when the variable is not set
+    public_key_file: Path | None = None  # for verify and the period report
+
+
+class NotifySettings(BaseModel):
+    """`[notify]`: Slack-compatible webhook on a failed drill or a breached objective."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    webhook_url_env: str = Field(min_length=1)  # variable holding the webhook URL (a credential)
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    notify_on: Literal["failure", "always"] = "failure"
+    secret_envs: list[str] = Field(default_factory=list)  # variables whose values must never be sent
+
+
+class MetricsSettings(BaseModel):
+    """`[metrics]`: Prometheus textfile (node exporter textfile collector) updated after each run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    textfile: Path
+
+
+class ArchiveSettings(BaseModel):
+    """`[archive]`: S3 Object Lock (compliance mode) copy of the ledger, by `firedrill ledger archive`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    bucket: str = Field(min_length=3)
+    prefix: str = "firedrill-ledger"
+    retention_days: int = Field(365, ge=1)
+    region: str | None = None
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     profiles: dict[str, dict[str, object]] = Field(default_factory=dict)
+    ledger: LedgerSettings = LedgerSettings()
+    # Validated by harness.schedule.ScheduleConfig when a schedule command needs it (keeps this
+    # module free of APScheduler); `job_store_env` may name a variable holding a PostgreSQL URL.
+    schedule: dict[str, object] | None = None
+    notify: NotifySettings | None = None
+    metrics: MetricsSettings | None = None
+    archive: ArchiveSettings | None = None
+
+
+class Settings(BaseModel):
+    """The sections of the config file other than the profiles; relative paths already resolved
+    against the config file's directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    source: Path | None = None  # the config file, None when there is none
+    ledger: LedgerSettings = LedgerSettings()
+    schedule: dict[str, object] | None = None
+    notify: NotifySettings | None = None
+    metrics: MetricsSettings | None = None
+    archive: ArchiveSettings | None = None
 
 
 BUILTIN = {"local": Profile(name="local")}
@@ -55,13 +115,12 @@ def _first_error(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"{source}: {where}: {err['msg']}")
 
 
-def load_profiles(path: Path | None = None) -> dict[str, Profile]:
-    profiles = dict(BUILTIN)
+def _read_config(path: Path | None) -> tuple[ConfigFile, Path | None]:
     file = path or DEFAULT_CONFIG
     if path is not None and not file.is_file():
         raise ConfigError(f"config file not found: {file}")
     if not file.is_file():
-        return profiles
+        return ConfigFile(), None
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -69,12 +128,63 @@ def load_profiles(path: Path | None = None) -> dict[str, Profile]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
     try:
-        parsed = ConfigFile.model_validate(raw)
+        return ConfigFile.model_validate(raw), file.resolve()
+    except ValidationError as exc:
+        raise _first_error(exc, str(file)) from exc
+
+
+def load_profiles(path: Path | None = None) -> dict[str, Profile]:
+    global _active_config
+    profiles = dict(BUILTIN)
+    parsed, source = _read_config(path)
+    _active_config = source
+    if source is None:
+        return profiles
+    try:
         for name, body in parsed.profiles.items():
             profiles[name] = Profile.model_validate({"name": name, **body})
     except ValidationError as exc:
-        raise _first_error(exc, str(file)) from exc
+        raise _first_error(exc, str(path or DEFAULT_CONFIG)) from exc
     return profiles
+
+
+def active_config_path() -> Path | None:
+    """The config file the profiles of this process came from (`--config`/`--firedrill-config` or
+    ./firedrill.toml), so the after-run hook reads its `[ledger]`/`[notify]`/`[metrics]` there too."""
+    return _active_config
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The `[ledger]`, `[schedule]`, `[notify]`, `[metrics]` and `[archive]` sections (defaults when
+    there is no config file). Relative paths are taken from the config file's directory."""
+    parsed, source = _read_config(path)
+    base = source.parent if source is not None else None
+
+    def rel(value: Path | None) -> Path | None:
+        if value is None or base is None or value.is_absolute():
+            return value
+        return base / value
+
+    ledger = parsed.ledger.model_copy(
+        update={
+            "dir": rel(parsed.ledger.dir),
+            "signing_key_file": rel(parsed.ledger.signing_key_file),
+            "public_key_file": rel(parsed.ledger.public_key_file),
+        }
+    )
+    metrics = (
+        parsed.metrics.model_copy(update={"textfile": rel(parsed.metrics.textfile)})
+        if parsed.metrics is not None
+        else None
+    )
+    return Settings(
+        source=source,
+        ledger=ledger,
+        schedule=parsed.schedule,
+        notify=parsed.notify,
+        metrics=metrics,
+        archive=parsed.archive,
+    )
 
 
 def get_profile(name: str, path: Path | None = None) -> Profile:
