@@ -30,3 +30,11 @@ Feature: PostgreSQL survives the loss of its primary
     When the primary is frozen for 3 seconds
     Then writes succeed again on the same primary within 15 minutes
     And no acknowledged write is lost
+
+  @aws
+  Scenario: RDS Multi-AZ forced failover
+    When the primary is rebooted with failover
+    And the platform promotes the standby
+    Then writes succeed again within 15 minutes
+    And at most 5 minutes of acknowledged writes are lost
+    And no acknowledged write is lost

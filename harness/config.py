@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError
 
@@ -33,6 +42,105 @@ class ObjectiveSettings(BaseModel):
     backup_max_age_s: float = Field(86400.0, gt=0)
 
 
+# ---- AWS (kind = "aws") -------------------------------------------------------------------------
+AccountId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
+PRODUCTION_VALUES = frozenset({"prod", "production", "live", "prd"})
+
+
+class SecretRef(BaseModel):
+    """Where a password comes from: an environment variable or an AWS Secrets Manager secret. Never
+    the value itself. A Secrets Manager secret holding JSON (as RDS-managed secrets do) is read at
+    `json_key`; a plain-string secret is used whole."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    env: str | None = None
+    secret_id: str | None = None
+    json_key: str = "password"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.secret_id is None):
+            raise ValueError("give exactly one of env = 'VAR' or secret_id = '...'")
+        return self
+
+    def reference(self) -> str:
+        """A printable, secret-free name of the reference (for logs and evidence)."""
+        return f"env:{self.env}" if self.env else f"secretsmanager:{self.secret_id}#{self.json_key}"
+
+
+class RdsRestoreSettings(BaseModel):
+    """The temporary instance a point-in-time restore drill creates (and always deletes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    instance_class: str | None = None  # default: the source instance's class
+    subnet_group: str | None = None  # default: the source's
+    security_group_ids: tuple[str, ...] = ()  # default: the source's
+    endpoint: str | None = None  # "host[:port]" to reach the restored instance (tunnel, tests)
+    keep_hours: float = Field(6.0, gt=0, le=168)  # expiry tag: `firedrill aws cleanup` deletes it after
+    required_retention_days: int = Field(30, ge=1, le=35)  # the platform's promise: 30 days of PITR
+    archive_timeout_s: float = Field(900.0, gt=0, le=3600)  # wait for LatestRestorableTime to pass "now"
+
+
+class RdsSettings(BaseModel):
+    """A Multi-AZ DB instance (`db_instance_id`) or an Aurora cluster (`db_cluster_id`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    db_instance_id: str | None = None
+    db_cluster_id: str | None = None
+    endpoint: str | None = None  # "host[:port]"; default: the endpoint RDS reports (writer for Aurora)
+    dbname: str
+    user: str
+    password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "require"
+    restore: RdsRestoreSettings = RdsRestoreSettings()
+
+    @model_validator(mode="after")
+    def _one_resource(self) -> RdsSettings:
+        if (self.db_instance_id is None) == (self.db_cluster_id is None):
+            raise ValueError("give exactly one of db_instance_id (Multi-AZ) or db_cluster_id (Aurora)")
+        return self
+
+
+class ElastiCacheSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    replication_group_id: str
+    node_group_id: str = "0001"
+    endpoint: str | None = None  # "host[:port]"; default: the node group's primary endpoint
+    tls: bool = True
+    username: str | None = None  # Redis ACL user, when the group uses RBAC
+    auth_token: SecretRef | None = None
+
+
+class NonProdTag(BaseModel):
+    """Every resource firedrill touches must carry `key` with one of `allowed` as its value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    key: str = "environment"
+    allowed: tuple[str, ...] = Field(("staging",), min_length=1)
+
+    @field_validator("allowed")
+    @classmethod
+    def _not_production(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if v.strip().lower() in PRODUCTION_VALUES]
+        if bad:
+            raise ValueError(f"a production value cannot be allowed: {', '.join(bad)}")
+        return value
+
+
+class AwsSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    region: str
+    account_ids: tuple[AccountId, ...] = Field(min_length=1)
+    nonprod_tag: NonProdTag = NonProdTag()
+    endpoint_url: str | None = None  # an AWS-compatible endpoint (tests: moto); default: AWS itself
+    max_retries: int = Field(5, ge=0, le=20)  # botocore "standard" retry mode
+    poll_delay_s: float = Field(10.0, ge=0.01, le=300)  # between status polls of every wait
+    failover_timeout_s: float = Field(900.0, gt=0, le=7200)
+    delete_timeout_s: float = Field(1800.0, gt=0, le=6 * 3600)
+    rds: RdsSettings | None = None
+    elasticache: ElastiCacheSettings | None = None
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
@@ -41,6 +149,14 @@ class Profile(BaseModel):
     objectives: ObjectiveSettings = ObjectiveSettings()
     recovery_timeout_s: float = Field(120.0, gt=0, le=7200)
     sync_replication: bool = True
+    aws: AwsSettings | None = Field(None, validate_default=True)
+
+    @field_validator("aws")
+    @classmethod
+    def _aws_needs_section(cls, value: AwsSettings | None, info: ValidationInfo) -> AwsSettings | None:
+        if info.data.get("kind") == "aws" and value is None:
+            raise ValueError("kind = 'aws' needs an [profiles.<name>.aws] section")
+        return value
 
 
 class LedgerSettings(BaseModel):

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, contextmanager
 from harness.config import Profile
 from harness.errors import ConfigError
 from harness.targets.base import FailoverTarget
+from harness.targets.restore_base import RestoreTarget, register_restore_adapter
 
 Opener = Callable[[Profile], AbstractContextManager[FailoverTarget]]
 
@@ -36,3 +37,34 @@ def open_target(store: str, profile: Profile) -> AbstractContextManager[Failover
         known = ", ".join(f"{s}@{k}" for s, k in sorted(ADAPTERS))
         raise ConfigError(f"no {store} adapter for a '{profile.kind}' environment (available: {known})")
     return opener(profile)
+
+
+@contextmanager
+def _aws_rds(profile: Profile) -> Iterator[FailoverTarget]:
+    from harness.targets.aws_rds import open_rds_target
+
+    with open_rds_target(profile) as target:
+        yield target
+
+
+@contextmanager
+def _aws_elasticache(profile: Profile) -> Iterator[FailoverTarget]:
+    from harness.targets.aws_elasticache import open_elasticache_target
+
+    with open_elasticache_target(profile) as target:
+        yield target
+
+
+register("postgres", "aws", _aws_rds)
+register("redis", "aws", _aws_elasticache)
+
+
+@contextmanager
+def _aws_rds_restore(profile: Profile) -> Iterator[RestoreTarget]:
+    from harness.targets.aws_rds_restore import open_rds_restore
+
+    with open_rds_restore(profile) as target:
+        yield target
+
+
+register_restore_adapter("aws", _aws_rds_restore)

@@ -1,0 +1,155 @@
+"""iam/firedrill-drill-policy.json names every AWS action the code calls, and nothing more.
+
+The code is scanned, not run: every `<client>.<operation>(...)` call (and `get_paginator("op")`) in
+harness/aws/ and harness/targets/aws_*.py whose name is an operation of a service firedrill uses is
+mapped to its IAM action ("rds:RebootDBInstance"). The service is taken from the receiver
+(`session.rds()`, or a variable assigned from it) when the operation name exists in more than one.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+from pathlib import Path
+
+import botocore.session
+from botocore import xform_name
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "iam" / "firedrill-drill-policy.json"
+SERVICES = ("rds", "elasticache", "sts", "secretsmanager")  # boto3 client name == IAM prefix for these
+# Permissions AWS checks on top of the called action (service authorization reference).
+IMPLIED = {"rds:RestoreDBInstanceToPointInTime": {"rds:AddTagsToResource"}}  # Tags= on create
+
+
+def _operations() -> dict[str, dict[str, str]]:
+    """snake_case method name -> {service: OperationName}."""
+    session = botocore.session.get_session()
+    ops: dict[str, dict[str, str]] = {}
+    for service in SERVICES:
+        for op in session.get_service_model(service).operation_names:
+            ops.setdefault(xform_name(op), {})[service] = op
+    return ops
+
+
+def _service_of(node: ast.expr, aliases: dict[str, str]) -> str | None:
+    """`x.rds()` -> "rds"; a name assigned from such a call -> its service."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SERVICES:
+        return node.func.attr
+    if isinstance(node, ast.Name):
+        return aliases.get(node.id)
+    return None
+
+
+def scan(paths: list[Path]) -> set[str]:
+    ops = _operations()
+    actions: set[str] = set()
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        aliases = {
+            t.id: svc
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Assign)
+            for t in n.targets
+            if isinstance(t, ast.Name) and (svc := _service_of(n.value, {})) is not None
+        }
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name, receiver = node.func.attr, node.func.value
+            if name == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
+                name = str(node.args[0].value)
+            if name not in ops:
+                continue
+            candidates = ops[name]
+            service = _service_of(receiver, aliases)
+            if service is None and len(candidates) == 1:
+                service = next(iter(candidates))
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            assert service in candidates, f"{where}: cannot tell which service {name}() belongs to"
+            actions.add(f"{service}:{candidates[service]}")
+    return actions
+
+
+def _policy_actions() -> list[tuple[str, dict[str, object]]]:
+    doc = json.loads(POLICY.read_text(encoding="utf-8"))
+    assert doc["Version"] == "2012-10-17"
+    out = []
+    for st in doc["Statement"]:
+        assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st, st
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        out += [(a, st) for a in actions]
+    return out
+
+
+def code_paths() -> list[Path]:
+    return sorted((ROOT / "harness" / "aws").glob("*.py")) + sorted(
+        (ROOT / "harness" / "targets").glob("aws_*.py")
+    )
+
+
+def test_the_scan_finds_the_calls_that_matter() -> None:
+    found = scan(code_paths())
+    assert {
+        "sts:GetCallerIdentity",
+        "rds:RebootDBInstance",
+        "rds:FailoverDBCluster",
+        "rds:RestoreDBInstanceToPointInTime",
+        "rds:DeleteDBInstance",
+        "rds:DescribeEvents",
+        "elasticache:TestFailover",
+        "elasticache:DescribeEvents",
+        "elasticache:ListTagsForResource",
+        "secretsmanager:GetSecretValue",
+    } <= found
+
+
+def test_policy_names_every_action_the_code_calls() -> None:
+    needed = set()
+    for action in scan(code_paths()):
+        needed |= {action} | IMPLIED.get(action, set())
+    granted = [a for a, _ in _policy_actions()]
+    missing = sorted(a for a in needed if not any(fnmatch.fnmatchcase(a, g) for g in granted))
+    assert not missing, f"iam/firedrill-drill-policy.json lacks: {', '.join(missing)}"
+
+
+def test_policy_grants_nothing_the_code_does_not_call() -> None:
+    needed = set()
+    for action in scan(code_paths()):
+        needed |= {action} | IMPLIED.get(action, set())
+    granted = {a for a, _ in _policy_actions()}
+    assert not any("*" in a for a in granted), "no action wildcards in a least-privilege policy"
+    assert granted == needed, f"unused: {sorted(granted - needed)}"
+
+
+def test_every_mutating_action_is_scoped_by_resource_and_tag() -> None:
+    for action, st in _policy_actions():
+        if action.split(":")[1].startswith(("Describe", "List", "Get")):
+            continue
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        assert "*" not in resources, f"{action} may touch any resource"
+        if action.startswith(("rds:", "elasticache:")):
+            condition = json.dumps(st.get("Condition", {}))
+            assert "aws:ResourceTag/" in condition or "aws:RequestTag/" in condition, (
+                f"{action} has no tag condition"
+            )
+    deletes = [st for a, st in _policy_actions() if a == "rds:DeleteDBInstance"]
+    assert deletes and all(st["Resource"] == ["arn:aws:rds:*:*:db:firedrill-*"] for st in deletes)
+
+
+def test_the_scanner_maps_ambiguous_names_by_receiver(tmp_path: Path) -> None:
+    code = tmp_path / "sample.py"
+    code.write_text(
+        "def f(session):\n"
+        "    ec = session.elasticache()\n"
+        "    ec.describe_events()\n"
+        "    session.rds().describe_events()\n"
+        "    session.rds().get_paginator('describe_db_instances')\n"
+    )
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert scan([code]) == {"elasticache:DescribeEvents", "rds:DescribeEvents", "rds:DescribeDBInstances"}
+    finally:
+        ROOT = saved
