@@ -98,7 +98,7 @@ def _instance_members(rows: Sequence[DBInstanceTypeDef], writer: str) -> tuple[M
     )
 
 
-class _MultiAzInstance:
+class MultiAzInstance:
     source_type: SourceTypeType = "db-instance"
 
     def __init__(self, session: AwsSession, instance_id: str) -> None:
@@ -152,7 +152,7 @@ class _MultiAzInstance:
         return False, f"writer AZ still {now.az or '?'} (was {before.az or '?'})"
 
 
-class _AuroraCluster:
+class AuroraCluster:
     source_type: SourceTypeType = "db-cluster"
 
     def __init__(self, session: AwsSession, cluster_id: str) -> None:
@@ -218,7 +218,7 @@ class _AuroraCluster:
             return f"{self.label} members not available: {', '.join(busy)}"
         return None
 
-    def _target(self, view: RdsView) -> Member | None:
+    def failover_target(self, view: RdsView) -> Member | None:
         """A reader in another AZ when there is one, so the failover also crosses zones."""
         readers = [m for m in view.members if not m.writer]
         other_az = [m for m in readers if m.az and m.az != view.az]
@@ -226,7 +226,7 @@ class _AuroraCluster:
         return choices[0] if choices else None
 
     def fail_over(self, view: RdsView) -> str:
-        target = self._target(view)
+        target = self.failover_target(view)
         rds = self._session.rds()
         with aws_call("rds:FailoverDBCluster", self.source_id):
             if target is None:
@@ -285,7 +285,7 @@ class RdsFailoverTarget:
             )
             for m in view.members
         ]
-        if isinstance(self._db, _MultiAzInstance) and view.multi_az:
+        if isinstance(self._db, MultiAzInstance) and view.multi_az:
             nodes.append(
                 Node(name=f"{view.writer} (standby)", role="standby", address=view.standby_az or "?")
             )
@@ -303,7 +303,7 @@ class RdsFailoverTarget:
                 "instance_class": view.instance_class,
                 "multi_az": str(view.multi_az).lower(),
                 "replication": "synchronous (Multi-AZ)"
-                if isinstance(self._db, _MultiAzInstance)
+                if isinstance(self._db, MultiAzInstance)
                 else "Aurora shared storage",
                 "endpoint": f"{host}:{port}",
                 "sslmode": self._endpoint.sslmode,
@@ -437,8 +437,8 @@ class RdsFailoverTarget:
         host, port = self._endpoint.hosts[0]
         where = f"{host}:{port}/{self._endpoint.dbname} as {self._endpoint.user}"
         s = self._session.settings
-        if isinstance(self._db, _AuroraCluster):
-            target = self._db._target(view)
+        if isinstance(self._db, AuroraCluster):
+            target = self._db.failover_target(view)
             to = f"{target.instance_id} ({target.az or '?'})" if target else "a reader chosen by Aurora"
             fault = Change(
                 "aws",
@@ -476,7 +476,7 @@ class RdsFailoverTarget:
         """Nothing to release: boto3 clients and probe connections close themselves."""
 
 
-def _endpoint_for(
+def endpoint_for(
     session: AwsSession, settings: RdsSettings, view: RdsView, label: str, *, resolve_secrets: bool = True
 ) -> PgEndpoint:
     if settings.endpoint:
@@ -506,13 +506,13 @@ def connect_rds(session: AwsSession, *, resolve_secrets: bool = True) -> RdsFail
     identity = check_account(session)
     database: _Database
     if settings.db_cluster_id:
-        database = _AuroraCluster(session, settings.db_cluster_id)
+        database = AuroraCluster(session, settings.db_cluster_id)
     else:
         assert settings.db_instance_id is not None
-        database = _MultiAzInstance(session, settings.db_instance_id)
+        database = MultiAzInstance(session, settings.db_instance_id)
     guard = database.guard()
     view = database.observe()
-    endpoint = _endpoint_for(session, settings, view, database.label, resolve_secrets=resolve_secrets)
+    endpoint = endpoint_for(session, settings, view, database.label, resolve_secrets=resolve_secrets)
     log.info("%s in account %s (%s): %s", database.label, identity.account, guard, view.line())
     return RdsFailoverTarget(session, settings, database, endpoint, identity=identity, guard=guard)
 

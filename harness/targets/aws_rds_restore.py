@@ -35,7 +35,7 @@ from harness.evidence import Node
 from harness.probes import ProbeConfig, SessionFactory
 from harness.run_context import new_run_id
 from harness.targets import pg_canary
-from harness.targets.aws_rds import _endpoint_for, _MultiAzInstance
+from harness.targets.aws_rds import MultiAzInstance, endpoint_for
 from harness.targets.base import TargetDescription
 from harness.targets.local_pitr import (
     CHECK_TABLE,
@@ -102,7 +102,7 @@ class RdsRestoreTarget:
         self,
         session: AwsSession,
         settings: RdsSettings,
-        source: _MultiAzInstance,
+        source: MultiAzInstance,
         endpoint: PgEndpoint,
         *,
         identity: Identity,
@@ -584,10 +584,10 @@ def connect_rds_restore(
             "point-in-time restore drills need db_instance_id (Aurora clusters are not supported)"
         )
     identity = check_account(session)
-    source = _MultiAzInstance(session, settings.db_instance_id)
+    source = MultiAzInstance(session, settings.db_instance_id)
     guard = source.guard()
     view = source.observe()
-    endpoint = _endpoint_for(session, settings, view, source.label, resolve_secrets=resolve_secrets)
+    endpoint = endpoint_for(session, settings, view, source.label, resolve_secrets=resolve_secrets)
     return RdsRestoreTarget(
         session,
         settings,
