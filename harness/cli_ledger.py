@@ -24,6 +24,7 @@ Configuration (all optional) comes from the same file as the profiles (`--config
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -496,6 +497,7 @@ def ledger_archive_cmd(
     if not ledger_dir.is_dir():
         raise ConfigError(f"ledger directory not found: {ledger_dir}")
     key, _source = _public_key(settings, public_key_path)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # no "Found credentials in ..." chatter
     client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
     result = archive_ledger(ledger_dir, bucket, prefix, days, client, public_key=key)
     click.echo(result.summary())

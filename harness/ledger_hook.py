@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import LedgerSettings, Settings, active_config_path, load_settings
-from harness.errors import HarnessError
+from harness.errors import GuardrailError, HarnessError
 from harness.evidence import EvidenceRecord, load_evidence, write_evidence
-from harness.ledger import append, iter_records
+from harness.ledger import LedgerEntry, append, iter_records, read_head
 from harness.run_context import DEFAULT_OUT, REPO_ROOT
 from harness.signing import Signer
 
@@ -124,10 +124,27 @@ def chain_evidence(evidence_path: Path, settings: Settings) -> HookOutcome:
     record = load_evidence(evidence_path)
     ledger_dir = ledger_dir_for(settings.ledger, evidence_path.parent.parent)
     signer = load_signer(settings.ledger)
-    entry = append(ledger_dir, record, signer)
+    entry = append_checked(ledger_dir, record, signer)
     write_evidence(entry.record, evidence_path.parent)
     fp = signer.fingerprint() if signer is not None else None
     return HookOutcome(record=entry.record, ledger_dir=ledger_dir, seq=entry.seq, signed_by=fp)
+
+
+def append_checked(ledger_dir: Path, record: EvidenceRecord, signer: Signer | None) -> LedgerEntry:
+    """`ledger.append`, refusing to start signing in the middle of an unsigned ledger.
+
+    `verify` with the public key checks every record from the first, so signed records after
+    unsigned ones would make the ledger fail verification for good (GuardrailError instead).
+    """
+    if signer is not None and ledger_dir.is_dir():
+        head = read_head(ledger_dir)
+        if head is not None and head.key_fingerprint is None:
+            raise GuardrailError(
+                f"ledger {ledger_dir} holds {head.seq} unsigned record(s): signed records after them "
+                "could never verify with the key; configure a new [ledger] dir for signed evidence, "
+                "or unset the key"
+            )
+    return append(ledger_dir, record, signer)
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -150,7 +167,7 @@ def _append(
         )
         return None
     try:
-        entry = append(ledger_dir, record, signer)
+        entry = append_checked(ledger_dir, record, signer)
     except Exception as exc:
         _problem(
             outcome,

@@ -290,6 +290,7 @@ class QuarterRow:
     partial: bool  # the period covers only part of the quarter
     scheduled: list[str]  # fire times of the schedule in the quarter (and the period)
     runs: int
+    first_run: str  # "2026-11-25 21:38 UTC", "" without runs
     drills_ran: list[str]
     drills_missing: list[str]
     vias: list[str]
@@ -620,6 +621,7 @@ def _quarters(
                 partial=lo != q_start or hi != q_end,
                 scheduled=[f.strftime("%Y-%m-%d %H:%M UTC (%a)") for f in fires],
                 runs=len(in_q),
+                first_run=in_q[0].started if in_q else "",
                 drills_ran=ran,
                 drills_missing=missing,
                 vias=sorted({r.record.operator.via for r in in_q}),

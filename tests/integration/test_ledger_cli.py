@@ -673,3 +673,59 @@ def test_quarterly_helper_matches_the_known_2027_dates() -> None:
         date(2027, 7, 5),
         date(2027, 10, 4),
     ]
+
+
+def test_ledger_archive_to_object_lock_bucket(plain: Path, tmp_path: Path) -> None:
+    """`firedrill ledger archive` against moto in server mode: uploads once, refuses a tampered ledger."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        s3.create_bucket(Bucket="dr-evidence", ObjectLockEnabledForBucket=True)
+        s3.create_bucket(Bucket="no-lock")
+        env = clean_env(**creds)
+        args = ["ledger", "archive", "--ledger", plain, "--region", "us-east-1", "--endpoint-url", endpoint]
+        first = firedrill(*args, "--bucket", "dr-evidence", "--retention-days", "30", env=env)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.startswith(
+            "archived 5 new object(s) to s3://dr-evidence/firedrill-ledger"
+        )  # 4 records + HEAD
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="dr-evidence")["Contents"]}
+        assert "firedrill-ledger/HEAD/000004.json" in keys and "firedrill-ledger/000002-r2-q2.json" in keys
+        again = firedrill(*args, "--bucket", "dr-evidence", env=env)
+        assert again.returncode == 0 and "archived 0 new object(s)" in again.stdout
+
+        no_lock = firedrill(*args, "--bucket", "no-lock", env=env)
+        assert no_lock.returncode == 2 and "no-lock" in one_line(no_lock)
+        _modify_middle(plain)
+        tampered = firedrill(*args, "--bucket", "dr-evidence", env=env)
+        assert tampered.returncode == 2
+        assert "does not verify, refusing to archive it" in one_line(tampered)
+        assert "testing" not in tampered.stderr
+    finally:
+        server.stop()
+
+
+def test_hook_does_not_start_signing_in_the_middle_of_an_unsigned_ledger(
+    plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate_key(tmp_path / "k.pem")
+    monkeypatch.setenv("FIREDRILL_SIGNING_KEY", (tmp_path / "k.pem").read_text())
+    r = make_record(run_id="r5-signed", started_at="2026-11-02T09:00:00Z", finished_at="2026-11-02T09:00:00Z")
+    path = evidence_in(tmp_path / "out", r)
+    outcome = run_hook(r, path, Settings(ledger=LedgerSettings(dir=plain)))
+    [problem] = outcome.problems
+    assert "holds 4 unsigned record(s)" in problem and outcome.seq is None
+    assert load_evidence(path) == r and ledger.verify(plain).records_checked == 4

@@ -162,6 +162,7 @@ def test_schedule_adherence_calls_out_the_missed_quarter(tmp_path: Path) -> None
     assert [q.label for q in report.missed_quarters] == ["2026-Q3"]
     q4 = report.quarters[3]
     assert q4.runs == 2 and q4.scheduled == ["2026-10-05 09:00 UTC (Mon)"]
+    assert q4.first_run == "2026-10-05 09:00 UTC" and report.quarters[2].first_run == ""
 
 
 def test_quarter_status_depends_on_the_clock_and_the_expected_drills(tmp_path: Path) -> None:
