@@ -55,12 +55,20 @@ class Plan:
 
 def _local_plan(drill: str, profile: Profile) -> Plan:
     plan = Plan(drill, profile.name, checks=["local staging: nothing outside a temp directory is touched"])
-    store = "Redis master, 2 replicas and 3 Sentinels" if drill == "cache-failover" else "PostgreSQL primary"
+    store, fault = {
+        "failover": ("a PostgreSQL primary and a streaming standby", "kill / stop / freeze the primary"),
+        "pitr": (
+            "a PostgreSQL primary and standby with a WAL archive",
+            "DROP TABLE / DELETE on its own table, restores beside it",
+        ),
+        "cache-failover": (
+            "a Redis master, 2 replicas and 3 Sentinels",
+            "kill / fail over / stall the master",
+        ),
+    }[drill]
     plan.changes = [
         Change("local", "start", store, "in a new temp directory on free loopback ports (never 5432/6379)"),
-        Change(
-            "local", "fault", "the primary", "kill / stop / freeze, one per scenario, as the feature says"
-        ),
+        Change("local", "fault", fault, "one per scenario, as the feature says"),
         Change("local", "teardown", "every process and the temp directory", "always, also on failure"),
     ]
     return plan
