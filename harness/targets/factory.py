@@ -22,8 +22,17 @@ def _local_postgres(profile: Profile) -> Iterator[FailoverTarget]:
         yield LocalPostgresTarget(staging)
 
 
+@contextmanager
+def _local_redis(profile: Profile) -> Iterator[FailoverTarget]:
+    from harness.targets.local_redis import open_local_redis
+
+    with open_local_redis() as target:
+        yield target
+
+
 ADAPTERS: dict[tuple[str, str], Opener] = {
     ("postgres", "local"): _local_postgres,
+    ("redis", "local"): _local_redis,
 }
 
 
