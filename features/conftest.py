@@ -15,6 +15,7 @@ from drills.base import Objectives
 from features.objectives import objectives_from_steps
 from features.steps.aws_steps import *  # noqa: F403
 from features.steps.cache_steps import *  # noqa: F403
+from features.steps.calibration_steps import *  # noqa: F403
 from features.steps.common import DrillHolder
 from features.steps.failover_steps import *  # noqa: F403  (step definitions are fixtures)
 from features.steps.pitr_steps import *  # noqa: F403

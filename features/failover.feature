@@ -38,3 +38,9 @@ Feature: PostgreSQL survives the loss of its primary
     Then writes succeed again within 15 minutes
     And at most 5 minutes of acknowledged writes are lost
     And no acknowledged write is lost
+
+  @local
+  Scenario: The network between the application and the primary is cut for 2 seconds
+    When the network between the application and the primary is cut for 2 seconds
+    Then writes succeed again on the same primary within 15 minutes
+    And no acknowledged write is lost

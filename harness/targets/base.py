@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from harness.evidence import Node
 from harness.probes import ProbeConfig, SessionFactory
@@ -21,12 +21,13 @@ class FaultKind(StrEnum):
     SWITCHOVER = "switchover"  # planned failover issued through the control plane
     REBOOT_FAILOVER = "reboot-failover"  # AWS RDS reboot with ForceFailover
     TEST_FAILOVER = "test-failover"  # AWS ElastiCache test_failover
+    NETWORK_CUT = "network-cut"  # client-to-primary traffic blackholed for a duration (fault proxy)
 
 
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
     kind: FaultKind
-    duration_s: float = 0.0  # for FREEZE: how long the node stays stopped
+    duration_s: float = 0.0  # FREEZE: how long the node stays stopped; NETWORK_CUT: how long the cut lasts
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +80,13 @@ class FailoverTarget(Protocol):
     def restore_topology(self, *, timeout_s: float) -> str: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PreparesFaults(Protocol):
+    """A target that must set something up before the probes start for some faults, e.g. route the
+    probes through a fault proxy so the network between them and the primary can be cut."""
+
+    def prepare_fault(self, fault: FaultSpec) -> str:
+        """Get ready for `fault`; return what was done. Call before the probes start."""
+        ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.errors import ConfigError, StagingError, TargetError
 from harness.evidence import Node
+from harness.faults.proxy import CutMode, FaultProxy
 from harness.probes import ProbeConfig, SessionFactory
 from harness.staging.postgres import DATABASE, SUPERUSER, PgNode, PgStaging
 from harness.targets import pg_canary
@@ -16,6 +17,9 @@ class LocalPostgresTarget:
         self._staging = staging
         self._failed_primary: PgNode | None = None
         self._frozen: PgNode | None = None
+        # NETWORK_CUT: the probes reach the primary through this proxy (see prepare_fault).
+        self._proxy: FaultProxy | None = None
+        self._proxied: PgNode | None = None
 
     # ---- description ---------------------------------------------------------------------------
     def describe(self) -> TargetDescription:
@@ -35,7 +39,7 @@ class LocalPostgresTarget:
         )
 
     def supported_faults(self) -> frozenset[FaultKind]:
-        return frozenset({FaultKind.KILL, FaultKind.STOP, FaultKind.FREEZE})
+        return frozenset({FaultKind.KILL, FaultKind.STOP, FaultKind.FREEZE, FaultKind.NETWORK_CUT})
 
     def promotion_is_manual(self) -> bool:
         return True
@@ -43,6 +47,27 @@ class LocalPostgresTarget:
     def endpoint(self) -> PgEndpoint:
         hosts = tuple(("127.0.0.1", n.port) for n in self._staging.nodes)
         return PgEndpoint(hosts=hosts, dbname=DATABASE, user=SUPERUSER)
+
+    def probe_endpoint(self) -> PgEndpoint:
+        """Where probes connect: `endpoint()`, except that after `prepare_fault(NETWORK_CUT)` the
+        primary is reached through the adapter's fault proxy (the other nodes still directly)."""
+        if self._proxy is None or self._proxied is None:
+            return self.endpoint()
+        hosts = tuple(
+            ("127.0.0.1", self._proxy.port if n is self._proxied else n.port) for n in self._staging.nodes
+        )
+        return PgEndpoint(hosts=hosts, dbname=DATABASE, user=SUPERUSER)
+
+    def prepare_fault(self, fault: FaultSpec) -> str:
+        """A network cut needs the probes routed through a proxy before they start."""
+        if fault.kind is not FaultKind.NETWORK_CUT:
+            return "nothing to prepare"
+        primary = self._staging.primary
+        if self._proxy is None or self._proxied is not primary:
+            self._drop_proxy()
+            self._proxy = FaultProxy(("127.0.0.1", primary.port), name=f"app-{primary.name}").start()
+            self._proxied = primary
+        return f"probes reach {primary.name} through the fault proxy {self._proxy.address}"
 
     # ---- drill steps ---------------------------------------------------------------------------
     def check_steady_state(self, *, max_lag_s: float, timeout_s: float) -> dict[str, str]:
@@ -53,7 +78,7 @@ class LocalPostgresTarget:
             pg_canary.prepare_canary(conn)
 
     def session_factory(self, run_id: str, probe: ProbeConfig) -> SessionFactory:
-        endpoint = self.endpoint()
+        endpoint = self.probe_endpoint()
         return lambda: PgCanarySession(endpoint, run_id, probe)
 
     def inject(self, fault: FaultSpec) -> str:
@@ -70,6 +95,15 @@ class LocalPostgresTarget:
             self._staging.freeze(primary)
             self._frozen = primary
             return f"SIGSTOP to {primary.name} for {fault.duration_s:g} s"
+        if fault.kind is FaultKind.NETWORK_CUT:
+            if self._proxy is None or self._proxied is not primary:
+                raise ConfigError("a network cut needs prepare_fault() before the probes start")
+            # Ends by itself on the proxy's clock, so the window is exact whoever waits for it.
+            self._proxy.cut(fault.duration_s, CutMode.BLACKHOLE)
+            return (
+                f"network between the probes and {primary.name} blackholed at {self._proxy.address} "
+                f"for {fault.duration_s:g} s"
+            )
         raise ConfigError(f"fault '{fault.kind}' is not supported by the local PostgreSQL staging")
 
     def clear(self, fault: FaultSpec) -> str:
@@ -77,6 +111,9 @@ class LocalPostgresTarget:
             node, self._frozen = self._frozen, None
             self._staging.thaw(node)
             return f"SIGCONT to {node.name}"
+        if fault.kind is FaultKind.NETWORK_CUT and self._proxy is not None:
+            window = self._proxy.end_cut()
+            return f"network restored: {window.describe()}" if window else "the network was never cut"
         return "nothing to clear"
 
     def promote(self, *, timeout_s: float) -> str:
@@ -88,7 +125,7 @@ class LocalPostgresTarget:
         return f"{standby.name} promoted with pg_promote()"
 
     def recovered_nodes(self, fault: FaultSpec) -> frozenset[str] | None:
-        if fault.kind is FaultKind.FREEZE:
+        if fault.kind in (FaultKind.FREEZE, FaultKind.NETWORK_CUT):
             return frozenset({self._staging.primary.address})
         failed = self._failed_primary
         return frozenset(n.address for n in self._staging.nodes if failed is None or n is not failed)
@@ -101,9 +138,16 @@ class LocalPostgresTarget:
         if self._frozen is not None:
             self._staging.thaw(self._frozen)
             self._frozen = None
+        self._drop_proxy()
         done = self._staging.restore_topology(timeout_s=timeout_s)
         self._failed_primary = None
         return done
 
     def close(self) -> None:
-        """The staging's lifetime belongs to whoever started it."""
+        """The staging's lifetime belongs to whoever started it; the fault proxy is ours."""
+        self._drop_proxy()
+
+    def _drop_proxy(self) -> None:
+        proxy, self._proxy, self._proxied = self._proxy, None, None
+        if proxy is not None:
+            proxy.stop()
