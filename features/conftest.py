@@ -139,13 +139,15 @@ def holder(
     base = Objectives(rto_s=profile.objectives.rto_s, rpo_s=profile.objectives.rpo_s)
     objectives = request.node.stash.get(OBJECTIVES, base)
     h = DrillHolder(profile=profile, ctx=run_context, objectives=objectives)
+    # features/test_cache_failover.py -> "cache-failover": the drill's name as `firedrill run` knows it
+    h.drill_name = request.node.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     yield h
     if _INTERRUPTED.is_set():
         h.record_failure(KeyboardInterrupt("interrupted by signal"))
     record = h.conclude()  # evidence is written for every scenario, passed or failed
     manifest = _manifest(request.config)
-    if manifest and record is not None and h.drill is not None and h.drill.run.evidence_path:
-        append_manifest(manifest, {"evidence": str(h.drill.run.evidence_path)})
+    if manifest and record is not None and h.run is not None and h.run.evidence_path:
+        append_manifest(manifest, {"evidence": str(h.run.evidence_path)})
 
 
 def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Feature, scenario: Scenario) -> None:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from drills.base import DrillRun, Objectives
 from drills.failover import FailoverDrill, FailoverSettings
 from harness.config import Profile
-from harness.evidence import EvidenceRecord
+from harness.evidence import EvidenceRecord, Measurements
 from harness.probes import ProbeConfig
 from harness.run_context import RunContext
 from harness.targets.base import FailoverTarget
+
+
+class Drill(Protocol):
+    """What the holder needs of any drill: its run record and a conclude() that writes evidence."""
+
+    run: DrillRun
+
+    def conclude(self) -> EvidenceRecord: ...
 
 
 @dataclass
@@ -20,10 +29,14 @@ class DrillHolder:
     objectives: Objectives
     scenario: str = ""
     rate_hz: float | None = None
-    drill: FailoverDrill | None = None
+    drill: Drill | None = None
+    drill_name: str = "drill"
     pending_error: BaseException | None = field(default=None, repr=False)
+    bare_run: DrillRun | None = None
 
     def failover(self, name: str, target: FailoverTarget) -> FailoverDrill:
+        if isinstance(self.drill, FailoverDrill):
+            return self.drill
         if self.drill is None:
             probe = ProbeConfig(
                 rate_hz=self.rate_hz or self.profile.probe.rate_hz,
@@ -36,17 +49,36 @@ class DrillHolder:
                 objectives=self.objectives,
                 probe_config=probe,
             )
-            self.drill = FailoverDrill(
+            drill = FailoverDrill(
                 target, run, FailoverSettings(recovery_timeout_s=self.profile.recovery_timeout_s)
             )
-        return self.drill
+            self.drill = drill
+            return drill
+        raise TypeError("this scenario already runs another kind of drill")
 
     def record_failure(self, exc: BaseException) -> None:
         if self.drill is not None:
             self.drill.run.record_failure(exc)
+        elif self.pending_error is None:
+            self.pending_error = exc
+
+    @property
+    def run(self) -> DrillRun | None:
+        return self.drill.run if self.drill is not None else self.bare_run
 
     def conclude(self) -> EvidenceRecord | None:
-        return self.drill.conclude() if self.drill is not None else None
+        if self.drill is not None:
+            return self.drill.conclude()
+        if self.pending_error is None:
+            return None
+        # Failed or interrupted before the drill existed (e.g. while the staging started): the
+        # attempt still leaves evidence saying what stopped it.
+        if self.bare_run is None:
+            self.bare_run = DrillRun(
+                drill=self.drill_name, scenario=self.scenario, ctx=self.ctx, objectives=self.objectives
+            )
+            self.bare_run.record_failure(self.pending_error)
+        return self.bare_run.finish(Measurements(), {})
 
     def verdict_for(self, objective: str) -> str:
         record = self.conclude()
@@ -62,7 +94,7 @@ class DrillHolder:
         record = self.conclude()
         assert record is not None
         text = self.verdict_for(objective)
-        where = f" (evidence: {self.drill.run.evidence_path})" if self.drill else ""
+        where = f" (evidence: {self.run.evidence_path})" if self.run else ""
         if record.error:
             raise AssertionError(f"drill error: {record.error}{where}")
         assert "NOT met" not in text, text + where
