@@ -8,6 +8,7 @@ Data plane: canary writes through the node group's primary endpoint (DNS follows
 redis-py, bounded socket and connect timeouts and no client-side retries (a retry could land a write
 on another node than the one recorded). Each write records the node that served it (`CLIENT INFO`
 laddr, the server's own address), so RTO and lost writes are measured as for every other target.
+Canary key, error classes and read-back are the local Redis target's (`harness.targets.redis_canary`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,13 +41,13 @@ from harness.errors import (
 from harness.evidence import Node
 from harness.probes import ProbeConfig, SessionFactory
 from harness.targets.base import FaultKind, FaultSpec, TargetDescription
+from harness.targets.redis_canary import CANARY_PREFIX, canary_key, drop_canary, probe_error_class, read_back
 
 if TYPE_CHECKING:
     from mypy_boto3_elasticache.type_defs import NodeGroupTypeDef, ReplicationGroupTypeDef
 
 log = logging.getLogger(__name__)
 
-CANARY_KEY = "firedrill:canary:{run_id}"
 CANARY_TTL_S = 7 * 86400  # canary hashes expire by themselves in the staging cache
 FAILOVER_DONE = re.compile(r"(failover.*complet|complet.*failover)", re.IGNORECASE)
 
@@ -81,27 +81,6 @@ class RedisEndpoint:
         )
 
 
-def redis_error_class(exc: redis.RedisError) -> str:
-    """A short, secret-free class for a failed probe operation."""
-    if isinstance(exc, redis.ReadOnlyError):
-        return "ReadOnly"
-    if isinstance(exc, redis.BusyLoadingError):
-        return "Loading"
-    if isinstance(exc, redis.TimeoutError):
-        return "ClientTimeout"
-    if isinstance(exc, redis.AuthenticationError):
-        return "AuthenticationError"
-    if isinstance(exc, redis.ConnectionError):
-        text = str(exc).lower()
-        if "refused" in text:
-            return "ConnectionRefused"
-        if "slave" in text or "replica" in text:
-            return "ReadOnly"
-        return "ConnectionLost"
-    first = str(exc).split(" ", 1)[0]
-    return first if first.isupper() and first.isalpha() else type(exc).__name__
-
-
 def served_by(client: redis.Redis, fallback: str) -> str:
     """The server's own address for this connection (`CLIENT INFO` laddr), behind any DNS name."""
     try:
@@ -117,7 +96,7 @@ class RedisCanarySession:
 
     def __init__(self, endpoint: RedisEndpoint, run_id: str, probe: ProbeConfig) -> None:
         self._endpoint = endpoint
-        self._key = CANARY_KEY.format(run_id=run_id)
+        self._key = canary_key(run_id)
         self._timeout = probe.op_timeout_s
         self._client: redis.Redis | None = None
         self._node = endpoint.address
@@ -128,9 +107,9 @@ class RedisCanarySession:
                 client = self._endpoint.client(self._timeout)
                 self._node = served_by(client, self._endpoint.address)
                 self._client = client
-            self._client.hset(self._key, str(seq), f"{time.time():.6f}")
+            self._client.zadd(self._key, {str(seq): seq})
         except redis.RedisError as exc:
-            raise ProbeFailure(redis_error_class(exc)) from exc
+            raise ProbeFailure(probe_error_class(exc)) from exc
         return self._node
 
     def close(self) -> None:
@@ -306,7 +285,7 @@ class ElastiCacheFailoverTarget:
                 info = client.info("replication")
         except redis.RedisError as exc:
             raise TargetError(
-                f"cannot query {self._endpoint.address}: {exc}", code=redis_error_class(exc)
+                f"cannot query {self._endpoint.address}: {exc}", code=probe_error_class(exc)
             ) from exc
         if info.get("role") != "master":
             raise SteadyStateNotMet(f"{self._endpoint.address} answers as {info.get('role')}, not master")
@@ -326,7 +305,9 @@ class ElastiCacheFailoverTarget:
         }
 
     def prepare_canary(self, run_id: str) -> None:
-        """Nothing to create: the canary is a hash per run, written by the probe itself."""
+        """The run's canary set starts empty (and the primary proves writable)."""
+        with contextlib.closing(self._endpoint.client(5.0)) as client:
+            drop_canary(client, run_id)
 
     def session_factory(self, run_id: str, probe: ProbeConfig) -> SessionFactory:
         endpoint = self._endpoint
@@ -396,14 +377,11 @@ class ElastiCacheFailoverTarget:
         return None  # the primary endpoint's DNS name follows the primary
 
     def read_back(self, run_id: str) -> frozenset[int]:
-        key = CANARY_KEY.format(run_id=run_id)
-        try:
-            with contextlib.closing(self._endpoint.client(10.0)) as client:
-                seqs = client.hkeys(key)
-                client.expire(key, CANARY_TTL_S)
-        except redis.RedisError as exc:
-            raise TargetError(f"cannot read back canary records: {exc}", code=redis_error_class(exc)) from exc
-        return frozenset(int(s) for s in seqs)
+        with contextlib.closing(self._endpoint.client(10.0)) as client:
+            present = read_back(client, run_id)
+            with contextlib.suppress(redis.RedisError):
+                client.expire(canary_key(run_id), CANARY_TTL_S)
+        return present
 
     def restore_topology(self, *, timeout_s: float) -> str:
         """ElastiCache re-attaches the old primary as a replica itself: wait until it says so."""
@@ -429,9 +407,9 @@ class ElastiCacheFailoverTarget:
         return [
             Change(
                 "data",
-                "HSET",
-                CANARY_KEY.format(run_id="<run id>"),
-                f"~{rate_hz:g} fields/s through {self._endpoint.address}; the key expires after 7 days",
+                "ZADD",
+                CANARY_PREFIX + "<run id>",
+                f"~{rate_hz:g} members/s through {self._endpoint.address}; the key expires after 7 days",
             ),
             Change(
                 "aws",

@@ -250,7 +250,7 @@ def test_test_failover_end_to_end_moves_the_primary_and_loses_nothing(
     assert record.environment.settings["guardrail"] == "environment=staging"
     # every acknowledged write is in the canary hash on the new master, and the key will expire
     key = f"firedrill:canary:{drill.run.run_id}"
-    assert pair.client(pair.ports[1]).hlen(key) >= m.acknowledged_writes
+    assert pair.client(pair.ports[1]).zcard(key) >= m.acknowledged_writes
     assert 0 < pair.client(pair.ports[1]).ttl(key) <= 7 * 86400
 
 
@@ -303,4 +303,4 @@ def test_probe_session_records_the_serving_node_and_fails_fast(pair: RedisPair) 
     t0 = time.monotonic()
     with pytest.raises(ProbeFailure) as caught:
         slow.write(3)
-    assert caught.value.probe_error == "ClientTimeout" and time.monotonic() - t0 < 1.0
+    assert caught.value.probe_error == "Timeout" and time.monotonic() - t0 < 1.0
