@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from harness.staging.common import pid_alive, remove_tree
+from harness.staging.common import pid_alive, remove_tree, workdir_owner
 
 _STAGING_DIRS = ("firedrill-pg-", "firedrill-redis-")
 
@@ -81,7 +81,8 @@ def _processes_using(path: Path) -> list[int]:
 
 @staging.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be stopped and removed.")
-def down(dry_run: bool) -> None:
+@click.option("--force", is_flag=True, help="Also stagings whose firedrill process is still running.")
+def down(dry_run: bool, force: bool) -> None:
     """Stop servers and remove temp dirs that an interrupted or killed firedrill left behind."""
     import tempfile
 
@@ -91,9 +92,14 @@ def down(dry_run: bool) -> None:
         click.echo("nothing left behind")
         return
     for path in found:
+        owner = workdir_owner(path)
+        if owner is not None and pid_alive(owner) and not force:
+            click.echo(f"keeping {path}: in use by firedrill process {owner} (--force to remove)")
+            continue
         pids = _processes_using(path)
-        # Redis renames its process title, so also match its config files' directory by port files.
-        for conf in path.glob("*.conf"):
+        # Redis rewrites its process title to "redis-server 127.0.0.1:PORT": match it by the ports
+        # in the staging's config files (one per node, in per-node subdirectories).
+        for conf in path.rglob("*.conf"):
             port = re.search(r"^port (\d+)", conf.read_text(errors="replace"), re.M)
             if port:
                 pids += _processes_using(Path(f"127.0.0.1:{port.group(1)}"))

@@ -69,10 +69,22 @@ def wait_until(what: str, check: Callable[[], bool], *, timeout_s: float, interv
         time.sleep(interval_s)
 
 
+OWNER_FILE = "firedrill-owner.pid"
+
+
+def workdir_owner(path: Path) -> int | None:
+    try:
+        return int((path / OWNER_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+
+
 def make_workdir(prefix: str, owner: str | None = None) -> Path:
     """A fresh temp dir, world-traversable so a service user can reach its own subdirectories."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
+    # Who owns it: `firedrill staging down` sweeps only directories whose owner is gone.
+    (path / OWNER_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
     if owner:
         chown_tree(path, owner)
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,20 @@ FIREDRILL = [sys.executable, "-m", "harness.cli"]
 def _staging_dirs() -> set[Path]:
     tmp = Path(tempfile.gettempdir())
     return {p for p in tmp.iterdir() if p.name.startswith(("firedrill-pg-", "firedrill-redis-"))}
+
+
+def _live_redis_ports(ports: set[str]) -> set[str]:
+    """Those of `ports` still served by a (non-zombie) redis-server."""
+    out = subprocess.run(["pgrep", "-a", "redis-server"], capture_output=True, text=True).stdout
+    live = set()
+    for line in out.splitlines():
+        pid, _, cmd = line.partition(" ")
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        live |= {p for p in ports if f"127.0.0.1:{p}" in cmd and state != "Z"}
+    return live
 
 
 def _start_up() -> tuple[subprocess.Popen[str], set[Path]]:
@@ -41,17 +56,36 @@ def _start_up() -> tuple[subprocess.Popen[str], set[Path]]:
 
 def test_up_then_ctrl_c_stops_everything() -> None:
     proc, created = _start_up()
-    assert len(created) == 2
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        assert len(created) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
     assert "staging stopped" in out
     assert not any(p.exists() for p in created)
+
+
+def test_down_keeps_a_staging_whose_owner_runs() -> None:
+    proc, created = _start_up()
+    try:
+        down = subprocess.run([*FIREDRILL, "staging", "down"], capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0
+        assert all(f"keeping {p}" in down.stdout for p in created), down.stdout
+        assert all(p.exists() for p in created)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
 
 
 def test_down_sweeps_what_a_killed_run_left() -> None:
     proc, created = _start_up()
     os.kill(proc.pid, signal.SIGKILL)  # no teardown at all
     proc.wait()
+    redis_dirs = [d for d in created if d.name.startswith("firedrill-redis-")]
+    ports = {
+        re.search(r"^port (\d+)", c.read_text(), re.M).group(1) for d in redis_dirs for c in d.rglob("*.conf")
+    }  # type: ignore[union-attr]
+    assert len(ports) == 6 and _live_redis_ports(ports) == ports
     assert all(p.exists() for p in created)
     dry = subprocess.run(
         [*FIREDRILL, "staging", "down", "--dry-run"], capture_output=True, text=True, timeout=60
@@ -65,3 +99,4 @@ def test_down_sweeps_what_a_killed_run_left() -> None:
         ["pgrep", "-af", "|".join(str(p) for p in created)], capture_output=True, text=True
     )
     assert leftover.stdout.strip() == ""
+    assert _live_redis_ports(ports) == set(), "redis servers left behind"
