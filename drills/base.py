@@ -146,8 +146,8 @@ class DrillRun:
         self.timeline.mark(kind, detail)
         log.info("%s %s", kind.value, detail)
 
-    def check(self, name: str, passed: bool, detail: str = "") -> bool:
-        self.checks.append(Check(name=name, passed=passed, detail=detail))
+    def check(self, name: str, passed: bool, detail: str = "", *, blocking: bool = True) -> bool:
+        self.checks.append(Check(name=name, passed=passed, detail=detail, blocking=blocking))
         return passed
 
     def start_probe(self, name: str, factory: SessionFactory) -> None:
@@ -194,7 +194,7 @@ class DrillRun:
             return "aborted"
         if self.error:
             return "error"
-        if all(v.met for v in verdicts) and all(c.passed for c in self.checks):
+        if all(v.met for v in verdicts) and all(c.passed or not c.blocking for c in self.checks):
             return "passed"
         return "failed"
 

@@ -54,6 +54,11 @@ def print_summary(records: list[EvidenceRecord], paths: list[Path]) -> None:
                 f"  lost writes  {m.lost_writes} of {m.acknowledged_writes} acknowledged"
                 + (f" (seq {', '.join(map(str, m.lost_seqs[:10]))})" if m.lost_seqs else "")
             )
+        for c in record.checks:
+            if not c.passed:
+                label = "FAILED check" if c.blocking else "finding"
+                detail = c.detail if len(c.detail) <= 100 else c.detail[:97] + "..."
+                click.echo(f"  {label:<12} {c.name}: {detail}")
         if m.outage_seen is False:
             click.echo("  no outage seen by the client")
         report = path.parent / "report.html"

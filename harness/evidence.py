@@ -44,11 +44,15 @@ class ObjectiveVerdict(_Frozen):
 
 
 class Check(_Frozen):
-    """A data or procedure check, e.g. 'every acknowledged write is present'."""
+    """A data or procedure check, e.g. 'every acknowledged write is present'.
+
+    A non-blocking check that fails is a *finding*: recorded and shown, but not a breach, because no
+    objective of the scenario promises it (e.g. writes lost within the promised RPO)."""
 
     name: str
     passed: bool
     detail: str = ""
+    blocking: bool = True
 
 
 class Phase(_Frozen):
