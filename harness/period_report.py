@@ -770,15 +770,15 @@ def _issues(rows: list[RunRow], findings: FindingsFile, start: date, end: date) 
         )
     for row in rows:
         r = row.record
-        findings = [c for c in r.checks if not c.passed]
+        failed_checks = [c for c in r.checks if not c.passed]
         # A passed run can still carry findings (failed non-blocking checks): they are issues too.
-        if (r.verdict == "passed" and not findings) or r.run_id in covered:
+        if (r.verdict == "passed" and not failed_checks) or r.run_id in covered:
             continue
         what = [
             f"{v.objective} {fmt_quantity(v.measured, v.unit)} (limit {fmt_quantity(v.limit, v.unit)})"
             for v in r.verdicts
             if not v.met
-        ] + [f"{'check failed' if c.blocking else 'finding'}: {c.name}" for c in findings]
+        ] + [f"{'check failed' if c.blocking else 'finding'}: {c.name}" for c in failed_checks]
         if r.error:
             what.insert(0, f"{r.verdict}: {r.error}")
         issues.append(
