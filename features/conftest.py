@@ -16,7 +16,7 @@ from features.objectives import objectives_from_steps
 from features.steps.aws_steps import *  # noqa: F403
 from features.steps.cache_steps import *  # noqa: F403
 from features.steps.calibration_steps import *  # noqa: F403
-from features.steps.common import DrillHolder
+from features.steps.common import SCENARIO, DrillHolder
 from features.steps.failover_steps import *  # noqa: F403  (step definitions are fixtures)
 from features.steps.pitr_steps import *  # noqa: F403
 from harness.config import Profile, get_profile
@@ -154,6 +154,7 @@ def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Feature,
     profile = request.getfixturevalue("profile")
     base = Objectives(rto_s=profile.objectives.rto_s, rpo_s=profile.objectives.rpo_s)
     texts = [s.name for s in scenario.steps if s.type == "then"]
+    request.node.stash[SCENARIO] = (scenario.name, texts)
     request.node.stash[OBJECTIVES] = objectives_from_steps(texts, base)
     h: DrillHolder = request.getfixturevalue("holder")
     h.objectives = request.node.stash[OBJECTIVES]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import pytest
+
 from drills.base import DrillRun, Objectives
 from drills.failover import FailoverDrill, FailoverSettings
 from harness.config import Profile
@@ -12,6 +14,10 @@ from harness.evidence import EvidenceRecord, Measurements
 from harness.probes import ProbeConfig
 from harness.run_context import RunContext
 from harness.targets.base import FailoverTarget
+
+# (scenario name, its Then-step texts), stashed on the test item by the before-scenario hook so that
+# fixtures created later can read the objectives a scenario states before any step runs.
+SCENARIO = pytest.StashKey[tuple[str, list[str]]]()
 
 
 class Drill(Protocol):

@@ -27,6 +27,7 @@ from features.objectives import (
     age_seconds,
     pitr_objectives_from_steps,
 )
+from features.steps.common import SCENARIO
 from harness.config import Profile
 from harness.evidence import EvidenceRecord
 from harness.probes import ProbeConfig
@@ -111,17 +112,8 @@ class PitrHolder:
 
 
 def _scenario_of(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
-    """The scenario's name and Then step texts, before any step runs (pytest-bdd keeps the parsed
-    scenario for each generated test function)."""
-    try:
-        from pytest_bdd.scenario import scenario_wrapper_template_registry
-
-        template = scenario_wrapper_template_registry[request.node.function]  # type: ignore[attr-defined]
-        scenario = template.render(request.getfixturevalue("_pytest_bdd_example"))
-        return scenario.name, [s.name for s in scenario.steps if s.type == "then"]
-    except (ImportError, KeyError, AttributeError, pytest.FixtureLookupError) as exc:
-        log.warning("scenario steps not readable (%s): objectives from the profile only", exc)
-        return request.node.name, []
+    """The scenario's name and Then step texts, stashed by the before-scenario hook in conftest."""
+    return request.node.stash.get(SCENARIO, (request.node.name, []))
 
 
 @pytest.fixture(scope="module")
