@@ -105,6 +105,7 @@ class CalibrationSettings:
             raise ConfigError(f"durations must be within 10 ms..60 s, not {self.durations_s}")
         if any(n < 1 or n > 10000 for n in self.loss_writes):
             raise ConfigError(f"known-loss sizes must be within 1..10000, not {self.loss_writes}")
+        self.probe  # noqa: B018  (ProbeConfig refuses a bad rate or deadline, naming it)
 
     @property
     def probe(self) -> ProbeConfig:
@@ -589,6 +590,16 @@ def redis_known_loss(
     master = staging.current_master()
     replicas = [n for n in staging.nodes if n != master]
     control = staging.client(master)
+
+    def on_replicas() -> set[int]:
+        return set().union(*(read_back(staging.client(r), canary) for r in replicas))
+
+    def replicas_hold(seqs: set[int]) -> bool:
+        try:  # a replica busy for a moment (0.5 s control timeout) is asked again
+            return all(seqs <= read_back(staging.client(r), canary) for r in replicas)
+        except TargetError:
+            return False
+
     # redis-py leaves execute_command unannotated; the replies are not used.
     execute: Callable[..., Any] = control.execute_command
     session = RedisCanarySession(target.endpoint(), canary, settings.probe)
@@ -596,7 +607,7 @@ def redis_known_loss(
         _write_all(tl, probe, session, range(1, m + 1), "baseline")
         wait_until(
             "baseline writes on every replica",
-            lambda: all(set(range(1, m + 1)) <= read_back(staging.client(r), canary) for r in replicas),
+            lambda: replicas_hold(set(range(1, m + 1))),
             timeout_s=10,
             interval_s=0.01,
         )
@@ -614,7 +625,7 @@ def redis_known_loss(
         _write_all(tl, probe, session, range(m + 1, m + writes + 1), "writes behind the cut")
     finally:
         session.close()
-    leaked = set().union(*(read_back(staging.client(r), canary) for r in replicas)) - set(range(1, m + 1))
+    leaked = on_replicas() - set(range(1, m + 1))
     if leaked:
         raise StagingError(f"the cut leaked: a replica already has seq {sorted(leaked)[:10]}")
     tl.mark(EventKind.FAULT_ISSUED, "kill")
@@ -694,7 +705,7 @@ def calibrate_postgres(run: DrillRun, result: CalibrationResult, progress: Progr
     kinds = [k for k in s.kinds if k is not Kind.FREEZE_REDIS]
     with PgStaging() as staging:
         target = LocalPostgresTarget(staging)
-        description = target.describe()
+        description = run.target = target.describe()
         observed = target.check_steady_state(max_lag_s=1.0, timeout_s=30.0)
         run.mark(EventKind.STEADY_STATE_OK, ", ".join(f"{k}={v}" for k, v in observed.items()))
         target.prepare_canary(run.run_id)
@@ -797,18 +808,24 @@ def record(run: DrillRun, result: CalibrationResult) -> EvidenceRecord:
     for c in result.losses:
         extra[f"loss.{c.store}.n{c.writes}.expected"] = len(c.expected)
         extra[f"loss.{c.store}.n{c.writes}.reported"] = len(c.reported)
+        extra[f"loss.{c.store}.n{c.writes}.reported_seqs"] = _span(c.reported)
         extra[f"loss.{c.store}.n{c.writes}.seqs_match"] = c.exact
     if result.losses:
         values["lost_writes_mismatch"] = float(sum(c.mismatch for c in result.losses))
     for i, note in enumerate(result.notes, 1):
         extra[f"note.{i}"] = note
-    lost = [seq for c in result.losses for seq in c.reported]
+    # The headline loss figures only when there is a single case: summed over several cases they
+    # would read as one drill losing writes. Every case is in the checks and in extra.
+    single = result.losses[0] if len(result.losses) == 1 else None
     measurements = Measurements(
-        lost_writes=len(lost) if result.losses else None,
-        lost_seqs=lost,
-        acknowledged_writes=sum(c.acknowledged for c in result.losses) if result.losses else None,
+        lost_writes=len(single.reported) if single else None,
+        lost_seqs=list(single.reported) if single else [],
+        acknowledged_writes=single.acknowledged if single else None,
         extra=extra,
     )
+    kinds = [k.value for k in result.kinds()]
+    losses = [f"known loss on {store}" for store in dict.fromkeys(c.store for c in result.losses)]
+    run.fault = run.fault or ", ".join(kinds + losses) or None
     return run.finish(measurements, values)
 
 
@@ -839,7 +856,7 @@ def run_calibration(
     )
     run = new_run(ctx, settings, scenario, kinds)
     try:
-        run.target = calibrate_postgres(run, result, progress)
+        calibrate_postgres(run, result, progress)
         if Kind.FREEZE_REDIS in settings.kinds or "redis" in settings.loss_stores:
             calibrate_redis(run, result, progress)
     except (HarnessError, psycopg.Error) as exc:

@@ -164,7 +164,6 @@ def calibrate(
         loss_writes=losses,
         loss_stores=base.loss_stores if losses else (),
     )
-    settings.probe  # noqa: B018  (validates rate and timeout before anything starts)
     ctx = RunContext(environment="local", via="cli", out_root=(out_root or DEFAULT_OUT).resolve())
     done = run_calibration(settings, ctx, progress=click.echo)
     print_result(done.result, done.record, done.evidence_path)

@@ -154,7 +154,9 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._pairs: set[_Pair] = set()
+        # Insertion-ordered, so a blackhole releases its held connections first-come first-served,
+        # as the server's accept queue would have taken them.
+        self._pairs: dict[_Pair, None] = {}
         self._commands: queue.SimpleQueue[_Command[Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._running = False
@@ -408,7 +410,7 @@ class FaultProxy:
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pair = _Pair(client=client)
-            self._pairs.add(pair)
+            self._pairs[pair] = None
             self.accepted += 1
             if self._blackholed():
                 assert self._cut is not None
@@ -525,7 +527,7 @@ class FaultProxy:
                 self._sel.unregister(sock)
 
     def _drop(self, pair: _Pair, *, reset: bool) -> None:
-        self._pairs.discard(pair)
+        self._pairs.pop(pair, None)
         for sock in (pair.client, pair.upstream):
             if sock is None:
                 continue
