@@ -40,11 +40,11 @@ from harness.targets.base import TargetDescription
 from harness.targets.local_pitr import (
     CHECK_TABLE,
     Conn,
+    RestoredReads,
     add_rows,
     app_state,
     canary_commits,
     create_app_table,
-    newest_commit,
     run_disaster,
     translated,
 )
@@ -95,7 +95,7 @@ class _Live:
     instance_id: str
 
 
-class RdsRestoreTarget:
+class RdsRestoreTarget(RestoredReads):
     """Implements harness.targets.restore_base.RestoreTarget for a Multi-AZ RDS DB instance."""
 
     def __init__(
@@ -466,18 +466,6 @@ class RdsRestoreTarget:
     def _restored(self, handle: RestoredHandle, what: str) -> Iterator[Conn]:
         with translated(f"{what} on the restored instance {handle.name}"), handle.endpoint.connect() as conn:
             yield conn
-
-    def restored_canary(self, handle: RestoredHandle, run_id: str) -> frozenset[int]:
-        with self._restored(handle, "reading canary records") as conn:
-            return pg_canary.read_back(conn, run_id)
-
-    def restored_app_state(self, handle: RestoredHandle, table: str) -> AppDataState:
-        with self._restored(handle, f"reading {table}") as conn:
-            return app_state(conn, table)
-
-    def restored_newest_commit(self, handle: RestoredHandle) -> float | None:
-        with self._restored(handle, "reading the newest commit") as conn:
-            return newest_commit(conn)
 
     def restored_isolation(self, handle: RestoredHandle) -> tuple[bool, str]:
         src_host, src_port = self._endpoint.hosts[0]

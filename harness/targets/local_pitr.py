@@ -214,13 +214,33 @@ def newest_commit(conn: Conn) -> float | None:
 # ---- the local adapter ----------------------------------------------------------------------------
 
 
+class RestoredReads:
+    """Verification reads on a restored PostgreSQL, the same wherever it was restored: adapters
+    supply `_restored`, a translated connection to the restored server."""
+
+    def _restored(self, handle: RestoredHandle, what: str) -> contextlib.AbstractContextManager[Conn]:
+        raise NotImplementedError
+
+    def restored_canary(self, handle: RestoredHandle, run_id: str) -> frozenset[int]:
+        with self._restored(handle, "reading canary records") as conn:
+            return pg_canary.read_back(conn, run_id)
+
+    def restored_app_state(self, handle: RestoredHandle, table: str) -> AppDataState:
+        with self._restored(handle, f"reading {table}") as conn:
+            return app_state(conn, table)
+
+    def restored_newest_commit(self, handle: RestoredHandle) -> float | None:
+        with self._restored(handle, "reading the newest commit") as conn:
+            return newest_commit(conn)
+
+
 @dataclass
 class _Restore:
     cluster: RestoredCluster
     handle: RestoredHandle
 
 
-class LocalPitrTarget:
+class LocalPitrTarget(RestoredReads):
     def __init__(self, staging: PgStaging) -> None:
         self._staging = staging
         self._backups: list[BaseBackup] = []
@@ -456,18 +476,6 @@ class LocalPitrTarget:
             psycopg.connect(conninfo, autocommit=True) as conn,
         ):
             yield conn
-
-    def restored_canary(self, handle: RestoredHandle, run_id: str) -> frozenset[int]:
-        with self._restored(handle, "reading canary records") as conn:
-            return pg_canary.read_back(conn, run_id)
-
-    def restored_app_state(self, handle: RestoredHandle, table: str) -> AppDataState:
-        with self._restored(handle, f"reading {table}") as conn:
-            return app_state(conn, table)
-
-    def restored_newest_commit(self, handle: RestoredHandle) -> float | None:
-        with self._restored(handle, "reading the newest commit") as conn:
-            return newest_commit(conn)
 
     def restored_isolation(self, handle: RestoredHandle) -> tuple[bool, str]:
         with self._restored(handle, "reading archive_mode") as conn:
