@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from harness.errors import DeadlineExceeded, HarnessError
 from harness.evidence import (
@@ -65,6 +66,12 @@ COMPLIANCE: tuple[ControlRef, ...] = (
         how="Testing and revision procedures for the contingency plan.",
     ),
 )
+
+
+class SteadyStateSource(Protocol):
+    def describe(self) -> TargetDescription: ...
+
+    def check_steady_state(self, *, max_lag_s: float, timeout_s: float) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,15 @@ class DrillRun:
     def check(self, name: str, passed: bool, detail: str = "", *, blocking: bool = True) -> bool:
         self.checks.append(Check(name=name, passed=passed, detail=detail, blocking=blocking))
         return passed
+
+    def check_steady_state(self, target: SteadyStateSource, *, max_lag_s: float, timeout_s: float) -> None:
+        """Describe the target and prove steady state before any fault; SteadyStateNotMet propagates
+        (no fault is injected) and becomes the evidence's error."""
+        self.target = target.describe()
+        observed = target.check_steady_state(max_lag_s=max_lag_s, timeout_s=timeout_s)
+        detail = ", ".join(f"{k}={v}" for k, v in observed.items())
+        self.check("steady state before the fault", True, detail)
+        self.mark(EventKind.STEADY_STATE_OK, detail)
 
     def start_probe(self, name: str, factory: SessionFactory) -> None:
         probe = CanaryWriter(name, factory, self.timeline, self.probe_config)
