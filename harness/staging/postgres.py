@@ -216,7 +216,8 @@ class PgStaging:
         pid = self._require_pid(node)
         signal_tree(pid, signal.SIGKILL)
         node.role = "down"
-        wait_until(f"{node.name} killed", lambda: not pid_alive(pid), timeout_s=10)
+        # Poll finely: the drill promotes as soon as this returns, so coarse polling would add to RTO.
+        wait_until(f"{node.name} killed", lambda: not pid_alive(pid), timeout_s=10, interval_s=0.002)
         reap_zombies("postgres")
 
     def stop_graceful(self, node: PgNode) -> None:
