@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from harness.errors import DeadlineExceeded, HarnessError
 from harness.evidence import (
@@ -29,7 +29,7 @@ from harness.evidence import (
     write_evidence,
 )
 from harness.ledger_hook import record_run
-from harness.measure import judge, probe_stats
+from harness.measure import LossResult, judge, probe_stats
 from harness.probes import CanaryWriter, ProbeConfig, SessionFactory
 from harness.run_context import RunContext, new_run_id, utc_iso
 from harness.targets.base import TargetDescription
@@ -116,6 +116,24 @@ def _human(seconds: float) -> str:
         minutes = int(seconds // 60)
         return f"{minutes} minute{'s' if minutes != 1 else ''}"
     return f"{seconds:g} s"
+
+
+def round6(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def loss_measurements(loss: LossResult | None) -> dict[str, Any]:
+    """The RPO half of Measurements, shared by every drill that reads its canary writes back;
+    everything stays None (not measured) when the read-back did not happen."""
+    if loss is None:
+        return {}
+    return {
+        "rpo_window_s": round6(loss.window_s),
+        "acknowledged_writes": loss.acknowledged,
+        "lost_writes": loss.lost,
+        "lost_seqs": list(loss.lost_seqs),
+        "unacknowledged_present": loss.unacknowledged_present,
+    }
 
 
 @dataclass

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from drills.base import DrillRun
+from drills.base import DrillRun, loss_measurements
 from harness.errors import ConfigError, DeadlineExceeded, HarnessError, TargetError
 from harness.evidence import EvidenceRecord, Measurements, Phase
 from harness.measure import LossResult, measure_loss
@@ -193,12 +193,8 @@ class CachePersistenceDrill:
             recovered=outage.recovered_node is not None,
             outage_seen=outage.outage_s is None or outage.outage_s > 0,
             outage_s=_r(outage.outage_s),
-            rpo_window_s=_r(loss.window_s) if loss else None,
-            acknowledged_writes=loss.acknowledged if loss else None,
-            lost_writes=loss.lost if loss else None,
-            lost_seqs=list(loss.lost_seqs) if loss else [],
             failed_writes=outage.failed_writes,
-            unacknowledged_present=loss.unacknowledged_present if loss else None,
+            **loss_measurements(loss),
             recovered_node=outage.recovered_node,
             phases=list(outage.phases),
             extra={

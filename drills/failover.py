@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from drills.base import DrillRun
+from drills.base import DrillRun, loss_measurements
 from harness.errors import DeadlineExceeded, HarnessError, TargetError
 from harness.evidence import EvidenceRecord, Measurements
 from harness.measure import LossResult, OutageResult, measure_loss, measure_outage
@@ -193,12 +193,8 @@ class FailoverDrill:
                 recovered=outage.recovered,
                 outage_seen=outage.outage_seen,
                 outage_s=_r(outage.outage_s),
-                rpo_window_s=_r(loss.window_s) if loss else None,
-                acknowledged_writes=loss.acknowledged if loss else None,
-                lost_writes=loss.lost if loss else None,
-                lost_seqs=list(loss.lost_seqs) if loss else [],
                 failed_writes=outage.failed_writes,
-                unacknowledged_present=loss.unacknowledged_present if loss else None,
+                **loss_measurements(loss),
                 recovered_node=outage.recovered_node,
                 phases=list(outage.phases),
                 extra={
