@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import ConfigError
 
-SCHEMA_VERSION = "1.0"
+# 1.1: Check.blocking (findings). Readers accept 1.0 records; the ledger hashes stored bytes.
+SCHEMA_VERSION = "1.1"
 
 Verdict = Literal["passed", "failed", "error", "aborted"]
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -261,7 +262,9 @@ def verify(ledger_dir: Path, public_key: PublicKeyLike | None = None) -> VerifyR
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or "document"
             return broken(seq, name, f"not a valid evidence record: {loc}: {first['msg']}")
-        canonical = record.canonical_json().encode("utf-8")
+        # Hash and canonical form from the stored JSON itself, not from re-serialising it through
+        # today's model: a field added to the schema later must not break yesterday's chain.
+        canonical = _canonical(json.loads(data))
         if data != canonical + b"\n":
             return broken(seq, name, "not stored in canonical form (bytes changed after it was written)")
         if record.run_id != run_id:
@@ -276,7 +279,7 @@ def verify(ledger_dir: Path, public_key: PublicKeyLike | None = None) -> VerifyR
             why = _check_sig(ledger_dir / sig_name, key, canonical)
             if why is not None:
                 return broken(seq, name, why)
-        sha = record.sha256()
+        sha = _sha(canonical)
         if head is not None and seq == head.seq and (sha != head.sha256 or name != head.file):
             return broken(
                 seq, name, f"does not match HEAD (HEAD holds {head.file} with sha256 {head.sha256[:12]}...)"
@@ -326,8 +329,8 @@ def _intruder(
         wanted.add(head.sha256)
     for candidate in sorted(names):
         try:
-            sha = EvidenceRecord.model_validate_json((ledger_dir / candidate).read_bytes()).sha256()
-        except (ValidationError, OSError):
+            sha = _sha(_canonical(json.loads((ledger_dir / candidate).read_bytes())))
+        except (ValueError, OSError):
             return candidate
         if sha not in wanted:
             return candidate
@@ -455,12 +458,12 @@ def _check_tail(ledger_dir: Path, listing: _Listing, head: Head | None) -> str |
             "refusing to append (run verify)"
         )
     try:
-        last = EvidenceRecord.model_validate_json((ledger_dir / name).read_bytes())
-    except (ValidationError, OSError) as exc:
+        last_sha = _sha(_canonical(json.loads((ledger_dir / name).read_bytes())))
+    except (ValueError, OSError) as exc:
         raise GuardrailError(
             f"ledger {ledger_dir}: last record {name} is unreadable: refusing to append"
         ) from exc
-    if last.sha256() != head.sha256:
+    if last_sha != head.sha256:
         raise GuardrailError(
             f"ledger {ledger_dir}: last record {name} does not match HEAD's hash: "
             "refusing to append (run verify)"
@@ -510,6 +513,10 @@ def _write_head(ledger_dir: Path, head: Head) -> None:
         "key_fingerprint": head.key_fingerprint,
     }
     write_json_atomic(ledger_dir / HEAD_NAME, _canonical(doc).decode("utf-8") + "\n")
+
+
+def _sha(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _canonical(doc: dict[str, object]) -> bytes:

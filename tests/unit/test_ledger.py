@@ -531,3 +531,24 @@ def test_bad_keys_are_one_line_config_errors_without_key_material(
         Signer.from_file(tmp_path / "missing.pem")
     with pytest.raises(ConfigError):
         load_public_key("not a key")
+
+
+def test_records_written_by_an_older_schema_still_verify_and_extend(tmp_path: Path) -> None:
+    """A field added to the evidence schema later (with a default) must not break the chain of
+    records written before it: hashes come from the stored bytes, not from re-serialising them."""
+    d = tmp_path / "ledger"
+    d.mkdir()
+    old = make_record(RUN_IDS[0]).model_dump(mode="json")
+    for check in old["checks"]:
+        del check["blocking"]  # as written before Check.blocking existed
+    canonical = json.dumps(old, sort_keys=True, separators=(",", ":")).encode()
+    (d / name(1)).write_bytes(canonical + b"\n")
+    import hashlib
+
+    sha = hashlib.sha256(canonical).hexdigest()
+    ledger._write_head(d, ledger.Head(1, name(1), sha, None, None))
+    assert ledger.verify(d).ok
+    entry = ledger.append(d, make_record(RUN_IDS[1]))
+    assert entry.record.prev_sha256 == sha
+    result = ledger.verify(d)
+    assert result.ok and result.records_checked == 2
