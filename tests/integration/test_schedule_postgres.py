@@ -1,7 +1,8 @@
-"""Two schedulers on ONE PostgreSQL job store run a due drill once (system PostgreSQL, database `test`).
+"""Two schedulers on ONE PostgreSQL job store run a due drill once.
 
-Uses the machine's PostgreSQL on 127.0.0.1:5432 (trust auth) as a scratch database: each test creates
-its own schema and drops it afterwards. If PostgreSQL is not reachable the tests fail; they never skip.
+The job store is a PostgreSQL that the tests start themselves (the local staging's primary, on a free
+loopback port; the machine's own PostgreSQL on 5432 is never touched): each test creates its own
+schema and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
 from harness import schedule
 from harness.errors import TargetError
+from harness.staging.postgres import DATABASE, SUPERUSER, PgStaging
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = ""  # set by the module fixture below, once its PostgreSQL runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _job_store_server() -> Iterator[None]:
+    global PG_URL
+    with PgStaging() as staging:
+        PG_URL = f"postgresql://{SUPERUSER}@127.0.0.1:{staging.primary.port}/{DATABASE}"
+        yield
+
 
 RUNS: list[tuple[list[str], str, str]] = []
 RUNS_LOCK = threading.Lock()
@@ -44,7 +55,7 @@ def pg_schema() -> Iterator[str]:
     try:
         conn = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        pytest.fail(f"system PostgreSQL at {PG_URL} is needed for this test and is not reachable: {exc}")
+        pytest.fail(f"the job store PostgreSQL at {PG_URL} is not reachable: {exc}")
     with conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
         try:
