@@ -483,11 +483,16 @@ def pg_known_loss(run: DrillRun, writes: int, settings: CalibrationSettings) -> 
             try:
                 _write_all(tl, probe, session, range(1, m + 1), "baseline")
                 with staging.connect(standby) as conn:
+
+                    def replayed() -> bool:
+                        # Asynchronous: the standby may not even have replayed CREATE TABLE yet.
+                        try:
+                            return set(range(1, m + 1)) <= pg_canary.read_back(conn, canary)
+                        except TargetError:
+                            return False
+
                     wait_until(
-                        f"baseline writes replayed on {standby.name}",
-                        lambda: set(range(1, m + 1)) <= pg_canary.read_back(conn, canary),
-                        timeout_s=10,
-                        interval_s=0.01,
+                        f"baseline writes replayed on {standby.name}", replayed, timeout_s=10, interval_s=0.01
                     )
                 proxy.begin_cut(CutMode.BLACKHOLE)
                 tl.mark(EventKind.NOTE, f"replication link blackholed at {proxy.address}")

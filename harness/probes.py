@@ -40,10 +40,13 @@ class ProbeConfig:
     rate_hz: float = 50.0
     op_timeout_s: float = 0.5
     connect_timeout_s: float = 0.5
+    outage_speedup: float = 4.0  # while operations fail, probe this many times faster
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.rate_hz <= 1000:
             raise ConfigError(f"probe rate {self.rate_hz} Hz is outside 0.1..1000")
+        if not 1 <= self.outage_speedup <= 20:
+            raise ConfigError(f"probe outage speed-up {self.outage_speedup} is outside 1..20")
         if not 0.01 <= self.op_timeout_s <= 60:
             raise ConfigError(f"probe op timeout {self.op_timeout_s} s is outside 0.01..60")
 
@@ -55,13 +58,20 @@ class _Outcome:
     error: str | None
 
 
+LATE_ACK = "LateAck"
+
+# (seq, start, wall, end, node) of an operation the server acknowledged after its deadline
+LateAck = Callable[[int, float, float, float, str | None], None]
+
+
 class _Worker:
     """A thread owning one session; it runs one operation at a time."""
 
-    def __init__(self, factory: SessionFactory) -> None:
+    def __init__(self, factory: SessionFactory, on_late: LateAck | None = None) -> None:
         self._factory = factory
+        self._on_late = on_late
         self._session: ProbeSession | None = None
-        self.inbox: queue.Queue[int | None] = queue.Queue()
+        self.inbox: queue.Queue[tuple[int, float, float] | None] = queue.Queue()
         self.outbox: queue.Queue[_Outcome] = queue.Queue()
         self.abandoned = threading.Event()
         self._thread = threading.Thread(target=self._run, name="firedrill-probe-op", daemon=True)
@@ -69,9 +79,10 @@ class _Worker:
 
     def _run(self) -> None:
         while True:
-            seq = self.inbox.get()
-            if seq is None or self.abandoned.is_set():
+            op = self.inbox.get()
+            if op is None or self.abandoned.is_set():
                 break
+            seq, start, wall = op
             try:
                 if self._session is None:
                     self._session = self._factory()
@@ -81,6 +92,10 @@ class _Worker:
                 outcome = _Outcome(False, None, getattr(exc, "probe_error", type(exc).__name__))
                 self._drop_session()
             if self.abandoned.is_set():
+                # Given up at the deadline, yet the server did acknowledge it: that moment is real
+                # evidence of when service came back (the deadline failure stays recorded too).
+                if outcome.ok and self._on_late is not None:
+                    self._on_late(seq, start, wall, time.monotonic(), outcome.node)
                 break
             self.outbox.put(outcome)
         self._drop_session()
@@ -118,9 +133,15 @@ class CanaryWriter:
         self._stop.set()
         self._thread.join(timeout_s)
 
+    def _late_ack(self, seq: int, start: float, wall: float, end: float, node: str | None) -> None:
+        if not self._stop.is_set():  # after stop() the timeline belongs to the measurement
+            self._timeline.add_sample(
+                Sample(self.name, seq, Op.WRITE, start, end, wall, True, LATE_ACK, node)
+            )
+
     def _loop(self) -> None:
         period = 1.0 / self._config.rate_hz
-        worker = _Worker(self._factory)
+        worker = _Worker(self._factory, self._late_ack)
         next_at = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -128,23 +149,28 @@ class CanaryWriter:
                 seq = self.last_seq
                 wall = time.time()
                 start = time.monotonic()
-                worker.inbox.put(seq)
+                worker.inbox.put((seq, start, wall))
                 try:
                     outcome = worker.outbox.get(timeout=self._config.op_timeout_s)
                 except queue.Empty:
                     outcome = _Outcome(False, None, "ClientTimeout")
                     worker.abandon()
-                    worker = _Worker(self._factory)
+                    worker = _Worker(self._factory, self._late_ack)
                 end = time.monotonic()
                 self._timeline.add_sample(
                     Sample(
                         self.name, seq, Op.WRITE, start, end, wall, outcome.ok, outcome.error, outcome.node
                     )
                 )
-                next_at += period
                 now = time.monotonic()
-                if next_at < now - period:
-                    next_at = now  # fell behind during an outage: resume the rate, do not burst
+                if outcome.ok:
+                    next_at += period
+                    if next_at < now - period:
+                        next_at = now  # fell behind during an outage: resume the rate, do not burst
+                else:
+                    # During an outage probe faster (bounded), so its end is seen within a fraction
+                    # of a period instead of up to a whole one.
+                    next_at = min(next_at + period, start + period / self._config.outage_speedup)
                 self._stop.wait(max(0.0, next_at - now))
         finally:
             worker.abandon()

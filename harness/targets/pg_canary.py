@@ -98,7 +98,10 @@ class PgCanarySession:
     def __init__(self, endpoint: PgEndpoint, run_id: str, probe: ProbeConfig) -> None:
         self._endpoint = endpoint
         self._run_id = run_id
-        self._statement_timeout_ms = max(1, int(probe.op_timeout_s * 1000))
+        # The client enforces the probe's deadline; the server-side timeout only stops an abandoned
+        # statement from lingering. It must not be the deadline itself: its clock runs through a
+        # SIGSTOP, so it would cancel, right after the resume, the write whose late ack shows recovery.
+        self._statement_timeout_ms = max(5000, int(probe.op_timeout_s * 10_000))
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
     def write(self, seq: int) -> str:
