@@ -27,10 +27,10 @@ from harness.evidence import EvidenceRecord, Measurements, load_evidence, write_
 from harness.ledger_hook import DEFAULT_LEDGER, ledger_dir_for, record_run, run_hook
 from harness.run_context import DEFAULT_OUT, REPO_ROOT, RunContext
 from harness.signing import generate_key
+from tests.fixtures.browser import chromium, requires_chromium
 from tests.fixtures.evidence_factory import make_failed_record, make_record
 
 FIREDRILL = [sys.executable, "-m", "harness.cli"]
-CHROMIUM = Path("/usr/bin/chromium")
 RUN_IDS = ["r1-q1", "r2-q2", "r3-q4", "r4-q4"]
 STARTS = ["2026-01-05T09:00:02Z", "2026-04-06T09:00:02Z", "2026-10-05T09:00:02Z", "2026-10-06T10:00:00Z"]
 
@@ -452,25 +452,7 @@ def test_evidence_report_on_a_tampered_ledger_says_so_and_exits_1(plain: Path, t
     assert "<small>LEDGER</small>BROKEN" in html.read_text()
 
 
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp_path / f"chromium-{len(list(tmp_path.glob('chromium-*')))}"
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed")
+@requires_chromium
 def test_evidence_report_in_headless_chromium(plain: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = firedrill(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,36 +10,12 @@ import pytest
 
 from harness.evidence import EvidenceRecord
 from harness.report import render_reports
+from tests.fixtures.browser import chromium, requires_chromium
 from tests.fixtures.evidence_factory import make_failed_record, make_record
 
-CHROMIUM = Path("/usr/bin/chromium")
-TIMEOUT_S = 120
 WIDTH, HEIGHT = 1280, 2400
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"
-)
-
-
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"chromium did not finish within {TIMEOUT_S} s: {' '.join(cmd)}\n{exc.stderr!r}")
+pytestmark = requires_chromium
 
 
 def png_size(path: Path) -> tuple[int, int]:
