@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
 
 from harness.aws.errors import aws_call
 from harness.config import AwsSettings, Profile, SecretRef
-from harness.errors import ConfigError, DeadlineExceeded, HarnessError
+from harness.errors import ConfigError, DeadlineExceeded, HarnessError, SteadyStateNotMet
 
 if TYPE_CHECKING:
     from mypy_boto3_elasticache import ElastiCacheClient
@@ -33,6 +33,13 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
 log = logging.getLogger(__name__)
+
+
+class _HasLine(Protocol):
+    def line(self) -> str: ...
+
+
+_View = TypeVar("_View", bound=_HasLine)
 
 USER_AGENT = "firedrill"
 PROGRESS_EVERY_S = 30.0  # an unchanged status is still logged this often, so a long wait is visibly alive
@@ -166,6 +173,36 @@ def wait_for(
         if now >= deadline:
             raise DeadlineExceeded(f"{what}: still {status} after {policy.timeout_s:g} s (deadline)")
         sleep(min(policy.delay_s, max(0.0, deadline - now)))
+
+
+def wait_steady(
+    label: str,
+    observe: Callable[[], _View],
+    problem: Callable[[_View], str | None],
+    *,
+    delay_s: float,
+    timeout_s: float,
+    logger: logging.Logger = log,
+) -> _View:
+    """Wait until the control plane shows no steady-state problem; return the last view.
+
+    A deadline here means "not steady", so no fault may be injected: SteadyStateNotMet."""
+
+    def poll() -> tuple[bool, str]:
+        view = observe()
+        found = problem(view)
+        return found is None, found or view.line()
+
+    try:
+        wait_for(
+            f"{label} steady state",
+            poll,
+            WaitPolicy(delay_s=min(delay_s, timeout_s), timeout_s=timeout_s),
+            logger=logger,
+        )
+    except DeadlineExceeded as exc:
+        raise SteadyStateNotMet(str(exc)) from exc
+    return observe()
 
 
 def parse_endpoint(text: str, default_port: int) -> tuple[str, int]:

@@ -29,11 +29,17 @@ from redis.retry import Retry
 from harness.aws.errors import aws_call
 from harness.aws.guardrails import Identity, check_account, check_tags, tag_dict
 from harness.aws.plan import Change
-from harness.aws.session import AwsSession, EventLog, WaitPolicy, aws_settings, parse_endpoint, wait_for
+from harness.aws.session import (
+    AwsSession,
+    EventLog,
+    aws_settings,
+    parse_endpoint,
+    wait_for,
+    wait_steady,
+)
 from harness.config import ElastiCacheSettings, Profile
 from harness.errors import (
     ConfigError,
-    DeadlineExceeded,
     ProbeFailure,
     SteadyStateNotMet,
     TargetError,
@@ -258,17 +264,14 @@ class ElastiCacheFailoverTarget:
 
     # ---- drill steps ---------------------------------------------------------------------------
     def check_steady_state(self, *, max_lag_s: float, timeout_s: float) -> dict[str, str]:
-        def poll() -> tuple[bool, str]:
-            view = self.observe()
-            problem = self._steady_problem(view)
-            return problem is None, problem or view.line()
-
-        policy = WaitPolicy(delay_s=min(self._session.settings.poll_delay_s, timeout_s), timeout_s=timeout_s)
-        try:
-            wait_for(f"{self.label} steady state", poll, policy, logger=log)
-        except DeadlineExceeded as exc:
-            raise SteadyStateNotMet(str(exc)) from exc
-        view = self.observe()
+        view = wait_steady(
+            self.label,
+            self.observe,
+            self._steady_problem,
+            delay_s=self._session.settings.poll_delay_s,
+            timeout_s=timeout_s,
+            logger=log,
+        )
         replication = self._replication(max_lag_s)
         return {
             "status": view.status,

@@ -24,9 +24,16 @@ from typing import TYPE_CHECKING, Protocol
 from harness.aws.errors import aws_call
 from harness.aws.guardrails import Identity, check_account, check_tags, tag_dict
 from harness.aws.plan import Change
-from harness.aws.session import AwsSession, EventLog, WaitPolicy, aws_settings, parse_endpoint, wait_for
+from harness.aws.session import (
+    AwsSession,
+    EventLog,
+    aws_settings,
+    parse_endpoint,
+    wait_for,
+    wait_steady,
+)
 from harness.config import Profile, RdsSettings
-from harness.errors import ConfigError, DeadlineExceeded, SteadyStateNotMet, TargetError
+from harness.errors import ConfigError, SteadyStateNotMet, TargetError
 from harness.evidence import Node
 from harness.probes import ProbeConfig, SessionFactory
 from harness.targets import pg_canary
@@ -323,17 +330,14 @@ class RdsFailoverTarget:
 
     # ---- drill steps ---------------------------------------------------------------------------
     def check_steady_state(self, *, max_lag_s: float, timeout_s: float) -> dict[str, str]:
-        def poll() -> tuple[bool, str]:
-            view = self._db.observe()
-            problem = self._db.steady_problem(view)
-            return problem is None, problem or view.line()
-
-        policy = WaitPolicy(delay_s=min(self._session.settings.poll_delay_s, timeout_s), timeout_s=timeout_s)
-        try:
-            wait_for(f"{self._db.label} steady state", poll, policy, logger=log)
-        except DeadlineExceeded as exc:  # not steady, so no fault may be injected
-            raise SteadyStateNotMet(str(exc)) from exc
-        view = self._db.observe()
+        view = wait_steady(
+            self._db.label,
+            self._db.observe,
+            self._db.steady_problem,
+            delay_s=self._session.settings.poll_delay_s,
+            timeout_s=timeout_s,
+            logger=log,
+        )
         with self._endpoint.connect() as conn:
             row = conn.execute("SELECT current_setting('server_version')").fetchone()
         observed = {
