@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from drills.base import DrillRun, loss_measurements
+from drills.base import DrillRun, loss_measurements, round6
 from harness.errors import ConfigError, DeadlineExceeded, HarnessError, TargetError
 from harness.evidence import EvidenceRecord, Measurements, Phase
 from harness.measure import LossResult, measure_loss
@@ -189,10 +189,10 @@ class CachePersistenceDrill:
         self, outage: RestartOutage, loss: LossResult | None, samples: list[Sample]
     ) -> tuple[Measurements, dict[str, float | None]]:
         m = Measurements(
-            rto_s=_r(outage.rto_s),
+            rto_s=round6(outage.rto_s),
             recovered=outage.recovered_node is not None,
             outage_seen=outage.outage_s is None or outage.outage_s > 0,
-            outage_s=_r(outage.outage_s),
+            outage_s=round6(outage.outage_s),
             failed_writes=outage.failed_writes,
             **loss_measurements(loss),
             recovered_node=outage.recovered_node,
@@ -202,8 +202,8 @@ class CachePersistenceDrill:
                 "aof_acknowledged_before_crash": loss.acknowledged if loss else None,
                 "aof_survivors": loss.surviving if loss else None,
                 "aof_lost": loss.lost if loss else None,
-                "restart_s": _r(self._restart_s),
-                "max_gap_s": _r(outage.outage_s),
+                "restart_s": round6(self._restart_s),
+                "max_gap_s": round6(outage.outage_s),
                 "crash": "SIGKILL of the server process (page cache kept)",
                 "writes_after_restart": sum(1 for s in samples if s.ok) - (loss.acknowledged if loss else 0),
             },
@@ -278,7 +278,3 @@ def survivors(record: EvidenceRecord) -> str | None:
     s = record.measurements.extra.get("aof_survivors")
     has_check = any(c.name == SURVIVOR_CHECK for c in record.checks)
     return f"{s}/{n}" if has_check and isinstance(n, int) and isinstance(s, int) else None
-
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)

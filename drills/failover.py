@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from drills.base import DrillRun, loss_measurements
+from drills.base import DrillRun, loss_measurements, round6
 from harness.errors import DeadlineExceeded, HarnessError, TargetError
 from harness.evidence import EvidenceRecord, Measurements
 from harness.measure import LossResult, OutageResult, measure_loss, measure_outage
@@ -189,17 +189,17 @@ class FailoverDrill:
             self._check_stale_acks(outage, samples)
             loss = self._loss
             m = Measurements(
-                rto_s=_r(outage.rto_s),
+                rto_s=round6(outage.rto_s),
                 recovered=outage.recovered,
                 outage_seen=outage.outage_seen,
-                outage_s=_r(outage.outage_s),
+                outage_s=round6(outage.outage_s),
                 failed_writes=outage.failed_writes,
                 **loss_measurements(loss),
                 recovered_node=outage.recovered_node,
                 phases=list(outage.phases),
                 extra={
                     "stale_acks": outage.stale_acks,
-                    "max_gap_s": _r(outage.max_gap_s),
+                    "max_gap_s": round6(outage.max_gap_s),
                     "fault_duration_s": self.fault.duration_s or None,
                 },
             )
@@ -225,7 +225,3 @@ def _stale_lost(
     ]
     lost = [seq for seq in stale if present is not None and seq not in present]
     return len(stale), lost
-
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from drills.base import DrillRun, Objectives
+from drills.base import DrillRun, Objectives, round6
 from harness.errors import HarnessError, TargetError
 from harness.evidence import EvidenceRecord, Measurements, Objective, Phase
 from harness.measure import PitrCheck, check_pitr
@@ -419,9 +419,9 @@ class PitrDrill:
             if v:
                 phases.append(_phase("verification", h.ready_mono, v.write_mono, anchor))
         m = Measurements(
-            rto_s=_r(rto),
+            rto_s=round6(rto),
             recovered=None if h is None and self.refusal is not None else v is not None,
-            rpo_window_s=_r(rpo),
+            rpo_window_s=round6(rpo),
             acknowledged_writes=acked if samples else None,
             lost_writes=len(v.canary.missing) if v else None,
             lost_seqs=list(v.canary.missing) if v else [],
@@ -452,7 +452,7 @@ class PitrDrill:
                 "backup_method": b.method,
                 "backup_end_time": fmt_time(b.end_time),
                 "backup_end_lsn": b.end_lsn,
-                "backup_age_s": _r(self._backup_age_s),
+                "backup_age_s": round6(self._backup_age_s),
             }
         if w:
             x |= {
@@ -484,7 +484,7 @@ class PitrDrill:
             if anchor is not None and t0 is not None:
                 x["phases_measured_from"] = f"the disaster; the restore started at +{t0 - anchor:.3f} s"
                 if v:
-                    x["disaster_to_service_s"] = _r(v.write_mono - anchor)
+                    x["disaster_to_service_s"] = round6(v.write_mono - anchor)
         if v:
             newest = fmt_time(v.newest_commit) if v.newest_commit is not None else None
             x |= {
@@ -541,7 +541,3 @@ def _phase(name: str, start: float, end: float, t0: float) -> Phase:
     return Phase(
         name=name, start_s=round(start - t0, 6), end_s=round(end - t0, 6), duration_s=round(end - start, 6)
     )
-
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
