@@ -244,9 +244,7 @@ class DrillRun:
                 op_timeout_s=self.probe_config.op_timeout_s,
                 connect_timeout_s=self.probe_config.connect_timeout_s,
             )
-        from harness.targets.base import TargetDescription as _TD
-
-        target = self.target or _TD(kind="unknown", environment_kind="unknown")
+        target = self.target or TargetDescription(kind="unknown", environment_kind="unknown")
         return EvidenceRecord(
             run_id=self.run_id,
             drill=self.drill,

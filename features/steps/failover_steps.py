@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from pytest_bdd import given, parsers, then, when
 
@@ -18,9 +20,8 @@ def postgres_drill(holder: DrillHolder, postgres_target: FailoverTarget) -> None
 @given(parsers.parse("canary writes at {rate:g} per second"))
 def canary_rate(holder: DrillHolder, rate: float) -> None:
     assert holder.drill is not None
-    holder.drill.run.probe_config = type(holder.drill.run.probe_config)(
-        rate_hz=rate, op_timeout_s=holder.drill.run.probe_config.op_timeout_s
-    )
+    run = holder.drill.run
+    run.probe_config = replace(run.probe_config, rate_hz=rate)
 
 
 @when("the primary is killed")
