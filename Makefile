@@ -10,9 +10,9 @@ drills: setup
 	.venv/bin/firedrill run all
 
 lint: setup
-	.venv/bin/ruff check harness drills features tests bench
-	.venv/bin/ruff format --check harness drills features tests bench
-	.venv/bin/mypy --strict harness drills
+	.venv/bin/ruff check firedrill tests bench
+	.venv/bin/ruff format --check firedrill tests bench
+	.venv/bin/mypy --strict firedrill
 
 test: export FIREDRILL_WITH_BROWSER = 1
 test: setup lint

@@ -1,13 +1,13 @@
-"""firedrill benchmark: what the harness measures next to the bare operation, and what it costs.
+"""firedrill benchmark: what the firedrill measures next to the bare operation, and what it costs.
 
 Not a timed test: it prints figures from one run on this machine, side by side. Parts (`--only`):
 
   staging   local staging start-up (PostgreSQL primary + standby; Redis + 3 Sentinels) and teardown
-  rto       local PostgreSQL failover (kill + promote): harness-measured RTO vs the bare pg_promote()
+  rto       local PostgreSQL failover (kill + promote): firedrill-measured RTO vs the bare pg_promote()
   probe     probe rate achieved and CPU of the probe threads, per 100 samples/s
   sweep     measured RTO, RTO error of a reset cut and probe CPU at 10, 50, 100, 200 Hz
   features  wall time of `pytest features/` (every drill)
-  pitr      PITR of a generated ~1 GB database: harness restore vs the same restore by hand
+  pitr      PITR of a generated ~1 GB database: firedrill restore vs the same restore by hand
 
 Probe-thread CPU is read from /proc/self/task/<tid>/schedstat (ns of CPU per thread):
 `time.thread_time()` only measures the calling thread, and the probe threads live inside
@@ -38,21 +38,21 @@ from typing import Any
 
 import psycopg
 
-from drills.base import DrillRun, Objectives
-from drills.failover import FailoverDrill, FailoverSettings
-from harness import calibrate
-from harness.calibrate import CalibrationSettings
-from harness.evidence import EvidenceRecord
-from harness.faults.proxy import CutMode, FaultProxy
-from harness.probes import CanaryWriter, ProbeConfig
-from harness.run_context import RunContext
-from harness.staging.common import free_port
-from harness.staging.pg_binaries import service_user
-from harness.staging.postgres import DATABASE, SUPERUSER, PgStaging, PgStagingConfig
-from harness.staging.redis_sentinel import RedisSentinelStaging
-from harness.targets.base import FaultKind, FaultSpec
-from harness.targets.local_postgres import LocalPostgresTarget
-from harness.timeline import EventKind, Timeline
+from firedrill.drills import calibration as calibrate
+from firedrill.drills.base import DrillRun, Objectives
+from firedrill.drills.calibration import CalibrationSettings
+from firedrill.drills.failover import FailoverDrill, FailoverSettings
+from firedrill.evidence import EvidenceRecord
+from firedrill.faults.proxy import CutMode, FaultProxy
+from firedrill.probes import CanaryWriter, ProbeConfig
+from firedrill.run_context import RunContext
+from firedrill.staging.common import free_port
+from firedrill.staging.pg_binaries import service_user
+from firedrill.staging.postgres import DATABASE, SUPERUSER, PgStaging, PgStagingConfig
+from firedrill.staging.redis_sentinel import RedisSentinelStaging
+from firedrill.targets.base import FaultKind, FaultSpec
+from firedrill.targets.local_postgres import LocalPostgresTarget
+from firedrill.timeline import EventKind, Timeline
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("staging", "rto", "probe", "sweep", "features", "pitr")
@@ -183,7 +183,7 @@ def server_promotion(logfile: Path, since_wall: float) -> tuple[float, float] | 
 class Failover:
     rate_hz: float
     rto_s: float | None
-    promote_call_s: float | None  # pg_promote(wait => true) as the harness called it
+    promote_call_s: float | None  # pg_promote(wait => true) as the firedrill called it
     server_promotion_s: float | None  # standby log: promote request received -> ready for writes
     fault_to_request_s: float | None  # kill call + issuing the promotion
     ready_to_ack_s: float | None  # server writable -> first acknowledged probe write
@@ -290,7 +290,7 @@ def part_rto(bench: Bench) -> None:
     bench.results["rto"] = [r.__dict__ for r in runs]
     say(f"\n== local PostgreSQL failover, kill + promote, probes 100 Hz ({len(runs)} runs) ==")
     say(
-        f"{'run':<5}{'harness RTO':>12}{'bare promote':>14}{'ratio':>7}{'fault->req':>12}"
+        f"{'run':<5}{'firedrill RTO':>12}{'bare promote':>14}{'ratio':>7}{'fault->req':>12}"
         f"{'ready->ack':>12}{'kill call':>11}{'pg_promote()':>14}  verdict"
     )
     for i, r in enumerate(runs, 1):
@@ -305,7 +305,7 @@ def part_rto(bench: Bench) -> None:
         bare = med([r.server_promotion_s for r in runs if r.server_promotion_s is not None])
         say(f"{'med':<5}{ms(rto):>12}{ms(bare):>14}{med(ratios):>7.2f}")
     say(
-        "harness RTO: fault issued -> first acknowledged probe write on the standby. bare promote: the "
+        "firedrill RTO: fault issued -> first acknowledged probe write on the standby. bare promote: the "
         "standby's own log, 'received promote request' -> 'ready to accept connections'. "
         "fault->req: the kill call (SIGKILL, wait until gone) and issuing pg_promote(); ready->ack: "
         "server writable -> the probe's first ack (reconnect, next sample; the log line comes a little "
@@ -469,7 +469,7 @@ def restore_by_hand(staging: PgStaging, backup_path: Path, target_iso: str) -> t
 
 
 def part_pitr(bench: Bench) -> None:
-    from harness.staging import pg_restore
+    from firedrill.staging import pg_restore
 
     scale = bench.pitr_scale
     pgbench = shutil.which("pgbench")
@@ -508,15 +508,15 @@ def part_pitr(bench: Bench) -> None:
         # next ones, whoever made it. Then ABBA order, each after a sync, so neither side is favoured.
         os.sync()
         restore_by_hand(staging, backup.path, iso)
-        order = ["harness", "hand"] if bench.quick else ["harness", "hand", "hand", "harness"]
-        runs: dict[str, list[tuple[float, float, float]]] = {"harness": [], "hand": []}
+        order = ["firedrill", "hand"] if bench.quick else ["firedrill", "hand", "hand", "firedrill"]
+        runs: dict[str, list[tuple[float, float, float]]] = {"firedrill": [], "hand": []}
         for n, who in enumerate(order):
             os.sync()
-            if who == "harness":
-                runs[who].append(_restore_with_harness(staging, backup, iso, f"bench-harness-{n}"))
+            if who == "firedrill":
+                runs[who].append(_restore_with_harness(staging, backup, iso, f"bench-firedrill-{n}"))
             else:
                 runs[who].append(restore_by_hand(staging, backup.path, iso))
-    harness = [med([r[i] for r in runs["harness"]]) for i in range(3)]
+    firedrill = [med([r[i] for r in runs["firedrill"]]) for i in range(3)]
     hand = [med([r[i] for r in runs["hand"]]) for i in range(3)]
     bench.results["pitr"] = {
         "scale": scale,
@@ -524,9 +524,9 @@ def part_pitr(bench: Bench) -> None:
         "generate_s": gen_s,
         "base_backup_s": backup_s,
         "order": order,
-        "harness_runs": runs["harness"],
+        "harness_runs": runs["firedrill"],
         "hand_runs": runs["hand"],
-        "harness_s": harness[0],
+        "harness_s": firedrill[0],
         "hand_s": hand[0],
     }
     say(f"\n== PITR, pgbench -i -s {scale}: database {size / 2**30:.2f} GiB ==")
@@ -537,16 +537,16 @@ def part_pitr(bench: Bench) -> None:
     )
     say(f"{'':<28}{'total':>9}{'copy':>9}{'start to promoted':>19}   runs (total)")
     for label, who, fig in (
-        ("harness (pg_restore.py)", "harness", harness),
+        ("firedrill (pg_restore.py)", "firedrill", firedrill),
         ("by hand (cp, pg_ctl, psql)", "hand", hand),
     ):
         each = ", ".join(f"{r[0]:.2f}s" for r in runs[who])
         say(f"{label:<28}{fig[0]:>8.2f}s{fig[1]:>8.2f}s{fig[2]:>18.2f}s   {each}")
-    say(f"ratio harness / by hand     {harness[0] / hand[0]:.2f}")
+    say(f"ratio firedrill / by hand     {firedrill[0] / hand[0]:.2f}")
 
 
 def _restore_with_harness(staging: PgStaging, backup: Any, iso: str, name: str) -> tuple[float, float, float]:
-    from harness.staging import pg_restore
+    from firedrill.staging import pg_restore
 
     t0 = time.monotonic()
     cluster = pg_restore.restore(staging, backup, name, {"recovery_target_time": f"'{iso}'"}, timeout_s=1800)
@@ -555,7 +555,7 @@ def _restore_with_harness(staging: PgStaging, backup: Any, iso: str, name: str) 
         with psycopg.connect(cluster.conninfo(DATABASE)) as conn:
             got = conn.execute("SELECT count(*) FROM bench_marker").fetchone()
         if not got or got[0] != 100:
-            raise RuntimeError(f"harness restore holds {got[0] if got else '?'} marker rows, expected 100")
+            raise RuntimeError(f"firedrill restore holds {got[0] if got else '?'} marker rows, expected 100")
     finally:
         cluster.stop()
     return took, cluster.copied_mono - cluster.started_mono, cluster.ready_mono - cluster.copied_mono

@@ -29,6 +29,6 @@ stamp=.venv/.firedrill-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import harness, pytest_bdd, psycopg, redis, boto3, moto' # fail here, not later
+  .venv/bin/python -c 'import firedrill, pytest_bdd, psycopg, redis, boto3, moto' # fail here, not later
   touch "$stamp"
 fi

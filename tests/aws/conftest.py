@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
-from harness.aws.session import AwsSession
-from harness.config import AwsSettings, Profile
+from firedrill.aws.session import AwsSession
+from firedrill.config import AwsSettings, Profile
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "eu-west-1"
@@ -129,7 +129,7 @@ def write_config(path: Path, profile: Profile) -> Path:
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """`firedrill ARGV` in this process: (exit code, stdout, stderr)."""
-    from harness.cli import main
+    from firedrill.cli.main import main
 
     with pytest.raises(SystemExit) as exited:
         main(argv)

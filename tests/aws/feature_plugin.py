@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 import pytest
 from botocore.stub import Stubber
 
-from harness.aws.session import AwsSession, aws_settings
-from harness.config import Profile
-from harness.staging.postgres import PgStaging
-from harness.targets import factory
-from harness.targets.aws_rds import connect_rds
-from harness.targets.base import FailoverTarget
+from firedrill.aws.session import AwsSession, aws_settings
+from firedrill.config import Profile
+from firedrill.staging.postgres import PgStaging
+from firedrill.targets import factory
+from firedrill.targets.aws_rds import connect_rds
+from firedrill.targets.base import FailoverTarget
 from tests.aws.resources import create_instance, db_instance, rds_event
 from tests.aws.scripting import CallHooks, RdsInstanceScript
 from tests.aws.tcp_proxy import TcpProxy

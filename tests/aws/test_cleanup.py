@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from harness.aws.cleanup import delete_temporary_instance, sweep
-from harness.aws.guardrails import temp_tags
-from harness.aws.session import AwsSession
-from harness.errors import GuardrailError
+from firedrill.aws.cleanup import delete_temporary_instance, sweep
+from firedrill.aws.guardrails import temp_tags
+from firedrill.aws.session import AwsSession
+from firedrill.errors import GuardrailError
 from tests.aws.conftest import aws_profile, run_cli, write_config
 from tests.aws.resources import PRODUCTION, STAGING, create_instance
 

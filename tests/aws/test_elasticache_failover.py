@@ -17,15 +17,15 @@ import pytest
 import redis
 from botocore.stub import ANY, Stubber
 
-from drills.base import DrillRun, Objectives
-from drills.failover import FailoverDrill, FailoverSettings
-from harness.aws.session import AwsSession
-from harness.errors import GuardrailError, SteadyStateNotMet
-from harness.probes import ProbeConfig
-from harness.run_context import RunContext
-from harness.staging.common import free_port, wait_until
-from harness.targets.aws_elasticache import ElastiCacheFailoverTarget, connect_elasticache
-from harness.targets.base import FaultKind, FaultSpec
+from firedrill.aws.session import AwsSession
+from firedrill.drills.base import DrillRun, Objectives
+from firedrill.drills.failover import FailoverDrill, FailoverSettings
+from firedrill.errors import GuardrailError, SteadyStateNotMet
+from firedrill.probes import ProbeConfig
+from firedrill.run_context import RunContext
+from firedrill.staging.common import free_port, wait_until
+from firedrill.targets.aws_elasticache import ElastiCacheFailoverTarget, connect_elasticache
+from firedrill.targets.base import FaultKind, FaultSpec
 from tests.aws.resources import PRODUCTION, create_replication_group
 from tests.aws.scripting import CallHooks
 from tests.aws.tcp_proxy import TcpProxy
@@ -284,7 +284,7 @@ def test_production_tagged_replication_group_is_refused(session_for: Any) -> Non
 
 
 def test_probe_session_records_the_serving_node_and_fails_fast(pair: RedisPair) -> None:
-    from harness.targets.aws_elasticache import RedisCanarySession, RedisEndpoint
+    from firedrill.targets.aws_elasticache import RedisCanarySession, RedisEndpoint
 
     ep = RedisEndpoint(host="127.0.0.1", port=pair.ports[0], tls=False)
     s = RedisCanarySession(ep, "run-x", ProbeConfig(op_timeout_s=0.2))
@@ -293,7 +293,7 @@ def test_probe_session_records_the_serving_node_and_fails_fast(pair: RedisPair) 
     replica = RedisCanarySession(
         RedisEndpoint(host="127.0.0.1", port=pair.ports[1], tls=False), "run-x", ProbeConfig(op_timeout_s=0.2)
     )
-    from harness.errors import ProbeFailure
+    from firedrill.errors import ProbeFailure
 
     with pytest.raises(ProbeFailure) as caught:
         replica.write(2)

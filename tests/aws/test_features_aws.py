@@ -31,7 +31,7 @@ def _pytest(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]
 
 
 def test_the_rds_scenario_of_the_failover_feature_runs_end_to_end(settings_for: Any, tmp_path: Path) -> None:
-    from harness.staging.postgres import DATABASE, SUPERUSER
+    from firedrill.staging.postgres import DATABASE, SUPERUSER
 
     settings = settings_for(
         rds={"db_instance_id": "orders", "dbname": DATABASE, "user": SUPERUSER, "sslmode": "disable"}

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from harness.aws.guardrails import check_tags
-from harness.aws.session import AwsSession
-from harness.config import AwsSettings
-from harness.errors import ConfigError, GuardrailError
-from harness.targets.aws_rds import connect_rds
-from harness.targets.factory import open_target
+from firedrill.aws.guardrails import check_tags
+from firedrill.aws.session import AwsSession
+from firedrill.config import AwsSettings
+from firedrill.errors import ConfigError, GuardrailError
+from firedrill.targets.aws_rds import connect_rds
+from firedrill.targets.factory import open_target
 from tests.aws.conftest import aws_profile, recording_session
 from tests.aws.resources import PRODUCTION, create_aurora, create_instance
 
@@ -94,7 +94,7 @@ def test_check_tags_is_exact_about_key_and_value(settings_for: Any) -> None:
 
 
 def test_a_profile_cannot_allow_production(tmp_path: Path) -> None:
-    from harness.config import load_profiles
+    from firedrill.config import load_profiles
 
     cfg = tmp_path / "firedrill.toml"
     cfg.write_text(

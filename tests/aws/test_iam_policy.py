@@ -1,7 +1,7 @@
 """iam/firedrill-drill-policy.json names every AWS action the code calls, and nothing more.
 
 The code is scanned, not run: every `<client>.<operation>(...)` call (and `get_paginator("op")`) in
-harness/aws/ and harness/targets/aws_*.py whose name is an operation of a service firedrill uses is
+firedrill/aws/ and firedrill/targets/aws_*.py whose name is an operation of a service firedrill uses is
 mapped to its IAM action ("rds:RebootDBInstance"). The service is taken from the receiver
 (`session.rds()`, or a variable assigned from it) when the operation name exists in more than one.
 """
@@ -84,8 +84,8 @@ def _policy_actions() -> list[tuple[str, dict[str, object]]]:
 
 
 def code_paths() -> list[Path]:
-    return sorted((ROOT / "harness" / "aws").glob("*.py")) + sorted(
-        (ROOT / "harness" / "targets").glob("aws_*.py")
+    return sorted((ROOT / "firedrill" / "aws").glob("*.py")) + sorted(
+        (ROOT / "firedrill" / "targets").glob("aws_*.py")
     )
 
 

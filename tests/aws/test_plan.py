@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from harness.aws.plan import make_plan
-from harness.aws.session import AwsSession
-from harness.config import Profile
+from firedrill.aws.session import AwsSession
+from firedrill.config import Profile
+from firedrill.drills.plan import make_plan
 from tests.aws.conftest import aws_profile, recording_session, run_cli, write_config
 from tests.aws.resources import PRODUCTION, create_aurora, create_instance, create_replication_group
 

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from botocore.stub import ANY, Stubber
 
-from drills.base import DrillRun, Objectives
-from drills.failover import FailoverDrill, FailoverSettings
-from harness.aws.session import AwsSession
-from harness.errors import DeadlineExceeded, TargetError
-from harness.probes import ProbeConfig
-from harness.run_context import RunContext
-from harness.staging.postgres import DATABASE, SUPERUSER, PgStaging
-from harness.targets.aws_rds import RdsFailoverTarget, connect_rds
-from harness.targets.base import FaultKind, FaultSpec
+from firedrill.aws.session import AwsSession
+from firedrill.drills.base import DrillRun, Objectives
+from firedrill.drills.failover import FailoverDrill, FailoverSettings
+from firedrill.errors import DeadlineExceeded, TargetError
+from firedrill.probes import ProbeConfig
+from firedrill.run_context import RunContext
+from firedrill.staging.postgres import DATABASE, SUPERUSER, PgStaging
+from firedrill.targets.aws_rds import RdsFailoverTarget, connect_rds
+from firedrill.targets.base import FaultKind, FaultSpec
 from tests.aws.resources import STAGING, create_aurora, create_instance, db_instance, rds_event
 from tests.aws.scripting import CallHooks, RdsInstanceScript
 from tests.aws.tcp_proxy import TcpProxy

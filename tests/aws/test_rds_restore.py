@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from drills.base import DrillRun
-from drills.pitr import PitrDrill, PitrObjectives, PitrSettings, TargetChoice
-from harness.aws.guardrails import TAG_EXPIRES, TAG_MANAGED, TAG_PURPOSE, TAG_RUN_ID, tag_dict
-from harness.aws.session import AwsSession
-from harness.errors import DeadlineExceeded, GuardrailError
-from harness.probes import ProbeConfig
-from harness.run_context import RunContext
-from harness.staging import pg_restore
-from harness.staging.postgres import DATABASE, SUPERUSER, PgStaging
-from harness.targets.aws_rds_restore import connect_rds_restore, temp_instance_id
-from harness.targets.restore_base import (
+from firedrill.aws.guardrails import TAG_EXPIRES, TAG_MANAGED, TAG_PURPOSE, TAG_RUN_ID, tag_dict
+from firedrill.aws.session import AwsSession
+from firedrill.drills.base import DrillRun
+from firedrill.drills.pitr import PitrDrill, PitrObjectives, PitrSettings, TargetChoice
+from firedrill.errors import DeadlineExceeded, GuardrailError
+from firedrill.probes import ProbeConfig
+from firedrill.run_context import RunContext
+from firedrill.staging import pg_restore
+from firedrill.staging.postgres import DATABASE, SUPERUSER, PgStaging
+from firedrill.targets.aws_rds_restore import connect_rds_restore, temp_instance_id
+from firedrill.targets.restore_base import (
     DisasterKind,
     RecoveryTarget,
     RefusalReason,

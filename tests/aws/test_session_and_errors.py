@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from harness.aws.errors import aws_call, translate
-from harness.aws.guardrails import check_account
-from harness.aws.session import AwsSession, WaitPolicy, parse_endpoint, wait_for
-from harness.config import SecretRef, get_profile, load_profiles
-from harness.errors import ConfigError, DeadlineExceeded, TargetError
+from firedrill.aws.errors import aws_call, translate
+from firedrill.aws.guardrails import check_account
+from firedrill.aws.session import AwsSession, WaitPolicy, parse_endpoint, wait_for
+from firedrill.config import SecretRef, get_profile, load_profiles
+from firedrill.errors import ConfigError, DeadlineExceeded, TargetError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "firedrill.toml"
 

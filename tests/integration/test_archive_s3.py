@@ -17,11 +17,11 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from moto.server import ThreadedMotoServer
 
-from harness import ledger
-from harness.archive_s3 import archive_ledger
-from harness.errors import ConfigError, GuardrailError, TargetError
-from harness.evidence import Environment, EvidenceRecord, Measurements, Operator
-from harness.signing import Signer
+from firedrill.audit import ledger
+from firedrill.audit.archive_s3 import archive_ledger
+from firedrill.audit.signing import Signer
+from firedrill.errors import ConfigError, GuardrailError, TargetError
+from firedrill.evidence import Environment, EvidenceRecord, Measurements, Operator
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

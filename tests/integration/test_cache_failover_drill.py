@@ -14,20 +14,25 @@ from pathlib import Path
 import pytest
 import redis
 
-from drills.base import DrillRun, Objectives
-from drills.cache_persistence import CachePersistenceDrill, PersistenceSettings, restart_outage, survivors
-from drills.failover import FailoverDrill, FailoverSettings
-from harness.config import Profile
-from harness.errors import ConfigError, HarnessError, ProbeFailure, TargetError
-from harness.probes import ProbeConfig
-from harness.run_context import RunContext
-from harness.staging.common import free_port, pid_alive
-from harness.staging.redis_sentinel import RedisSentinelStaging
-from harness.targets.base import FaultKind, FaultSpec
-from harness.targets.factory import open_target
-from harness.targets.local_redis import LocalRedisTarget, address, aof_config, open_local_redis
-from harness.targets.redis_canary import RedisCanarySession, SentinelEndpoint, probe_error_class
-from harness.timeline import Event, EventKind, Op, Sample
+from firedrill.config import Profile
+from firedrill.drills.base import DrillRun, Objectives
+from firedrill.drills.cache_persistence import (
+    CachePersistenceDrill,
+    PersistenceSettings,
+    restart_outage,
+    survivors,
+)
+from firedrill.drills.failover import FailoverDrill, FailoverSettings
+from firedrill.errors import ConfigError, HarnessError, ProbeFailure, TargetError
+from firedrill.probes import ProbeConfig
+from firedrill.run_context import RunContext
+from firedrill.staging.common import free_port, pid_alive
+from firedrill.staging.redis_sentinel import RedisSentinelStaging
+from firedrill.targets.base import FaultKind, FaultSpec
+from firedrill.targets.factory import open_target
+from firedrill.targets.local_redis import LocalRedisTarget, address, aof_config, open_local_redis
+from firedrill.targets.redis_canary import RedisCanarySession, SentinelEndpoint, probe_error_class
+from firedrill.timeline import Event, EventKind, Op, Sample
 
 pytestmark = [
     pytest.mark.redis,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import calibrate
-from harness.calibrate import CalibrationSettings, Kind
-from harness.run_context import RunContext
+from firedrill.drills import calibration as calibrate
+from firedrill.drills.calibration import CalibrationSettings, Kind
+from firedrill.run_context import RunContext
 
 GENEROUS_S = 0.100
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-FIREDRILL = [sys.executable, "-m", "harness.cli"]
+FIREDRILL = [sys.executable, "-m", "firedrill.cli.main"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

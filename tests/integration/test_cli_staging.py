@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-FIREDRILL = [sys.executable, "-m", "harness.cli"]
+FIREDRILL = [sys.executable, "-m", "firedrill.cli.main"]
 
 
 def _staging_dirs() -> set[Path]:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from drills.base import DrillRun, Objectives
-from drills.failover import FailoverDrill, FailoverSettings
-from harness.probes import ProbeConfig
-from harness.run_context import RunContext
-from harness.staging.common import pid_alive
-from harness.staging.postgres import PgStaging
-from harness.targets.base import FaultKind, FaultSpec
-from harness.targets.local_postgres import LocalPostgresTarget
+from firedrill.drills.base import DrillRun, Objectives
+from firedrill.drills.failover import FailoverDrill, FailoverSettings
+from firedrill.probes import ProbeConfig
+from firedrill.run_context import RunContext
+from firedrill.staging.common import pid_alive
+from firedrill.staging.postgres import PgStaging
+from firedrill.targets.base import FaultKind, FaultSpec
+from firedrill.targets.local_postgres import LocalPostgresTarget
 
 FAST = FailoverSettings(baseline_s=0.5, settle_s=0.3, steady_timeout_s=15, recovery_timeout_s=30)
 

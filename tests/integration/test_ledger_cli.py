@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 
-from drills.base import DrillRun
-from harness import ledger
-from harness.config import LedgerSettings, MetricsSettings, NotifySettings, Settings
-from harness.evidence import EvidenceRecord, Measurements, load_evidence, write_evidence
-from harness.ledger_hook import DEFAULT_LEDGER, ledger_dir_for, record_run, run_hook
-from harness.run_context import DEFAULT_OUT, REPO_ROOT, RunContext
-from harness.signing import generate_key
+from firedrill.audit import ledger
+from firedrill.audit.signing import generate_key
+from firedrill.config import LedgerSettings, MetricsSettings, NotifySettings, Settings
+from firedrill.drills.base import DrillRun
+from firedrill.evidence import EvidenceRecord, Measurements, load_evidence, write_evidence
+from firedrill.publish.hook import DEFAULT_LEDGER, ledger_dir_for, record_run, run_hook
+from firedrill.run_context import DEFAULT_OUT, REPO_ROOT, RunContext
 from tests.fixtures.browser import chromium, requires_chromium
 from tests.fixtures.evidence_factory import make_failed_record, make_record
 
-FIREDRILL = [sys.executable, "-m", "harness.cli"]
+FIREDRILL = [sys.executable, "-m", "firedrill.cli.main"]
 RUN_IDS = ["r1-q1", "r2-q2", "r3-q4", "r4-q4"]
 STARTS = ["2026-01-05T09:00:02Z", "2026-04-06T09:00:02Z", "2026-10-05T09:00:02Z", "2026-10-06T10:00:00Z"]
 
@@ -637,7 +637,7 @@ def test_drill_finish_appends_to_the_ledger_and_renders_the_chained_record(tmp_p
 
 
 def test_record_run_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.ledger_hook as hook
+    import firedrill.publish.hook as hook
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")

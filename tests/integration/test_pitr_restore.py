@@ -11,16 +11,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drills.base import DrillRun
-from drills.pitr import PitrDrill, PitrObjectives, PitrSettings, TargetChoice
-from harness.config import Profile
-from harness.errors import StagingError, TargetError
-from harness.probes import ProbeConfig
-from harness.run_context import RunContext
-from harness.staging import pg_restore
-from harness.staging.common import pid_alive
-from harness.targets.local_pitr import LocalPitrTarget, open_local_pitr
-from harness.targets.restore_base import DisasterKind, RecoveryTarget, RefusalReason, RestoreRefused
+from firedrill.config import Profile
+from firedrill.drills.base import DrillRun
+from firedrill.drills.pitr import PitrDrill, PitrObjectives, PitrSettings, TargetChoice
+from firedrill.errors import StagingError, TargetError
+from firedrill.probes import ProbeConfig
+from firedrill.run_context import RunContext
+from firedrill.staging import pg_restore
+from firedrill.staging.common import pid_alive
+from firedrill.targets.local_pitr import LocalPitrTarget, open_local_pitr
+from firedrill.targets.restore_base import DisasterKind, RecoveryTarget, RefusalReason, RestoreRefused
 
 FAST = PitrSettings(baseline_s=0.3, settle_s=0.3, restore_timeout_s=60)
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z")
@@ -115,7 +115,7 @@ def test_refusals_name_the_target_and_the_bound(target: LocalPitrTarget) -> None
 def test_the_server_refusing_an_unreachable_target_is_reported_and_cleaned_up(
     target: LocalPitrTarget,
 ) -> None:
-    """Past the harness's own check: PostgreSQL itself stops, and the half-made server is removed."""
+    """Past the firedrill's own check: PostgreSQL itself stops, and the half-made server is removed."""
     staging = target._staging
     archived = pg_restore.archive_wal(staging)
     backup = target._backups[-1]

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from harness.errors import HarnessError, StagingError, TargetError
-from harness.staging.common import pid_alive
-from harness.staging.redis_sentinel import (
+from firedrill.errors import HarnessError, StagingError, TargetError
+from firedrill.staging.common import pid_alive
+from firedrill.staging.redis_sentinel import (
     RedisNode,
     RedisSentinelStaging,
     RedisStagingConfig,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.evidence import EvidenceRecord
-from harness.report import render_reports
+from firedrill.evidence import EvidenceRecord
+from firedrill.report.run_report import render_reports
 from tests.fixtures.browser import chromium, requires_chromium
 from tests.fixtures.evidence_factory import make_failed_record, make_record
 

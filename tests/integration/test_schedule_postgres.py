@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
-from harness import schedule
-from harness.errors import TargetError
-from harness.staging.postgres import DATABASE, SUPERUSER, PgStaging
+from firedrill.errors import TargetError
+from firedrill.schedule import service as schedule
+from firedrill.staging.postgres import DATABASE, SUPERUSER, PgStaging
 
 PG_URL = ""  # set by the module fixture below, once its PostgreSQL runs
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from drills.base import DrillRun, Objectives
-from harness.errors import DeadlineExceeded, TargetError
-from harness.evidence import Measurements, load_evidence
-from harness.run_context import RunContext
+from firedrill.drills.base import DrillRun, Objectives
+from firedrill.errors import DeadlineExceeded, TargetError
+from firedrill.evidence import Measurements, load_evidence
+from firedrill.run_context import RunContext
 
 
 def _run(tmp_path: Path, **objectives: float) -> DrillRun:

@@ -16,9 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from harness import ledger
-from harness.errors import ConfigError, GuardrailError
-from harness.evidence import (
+from firedrill.audit import ledger
+from firedrill.audit.signing import Signer, fingerprint, generate_key, load_public_key, verify_signature
+from firedrill.errors import ConfigError, GuardrailError
+from firedrill.evidence import (
     Check,
     Environment,
     EvidenceRecord,
@@ -29,7 +30,6 @@ from harness.evidence import (
     Verdict,
     load_evidence,
 )
-from harness.signing import Signer, fingerprint, generate_key, load_public_key, verify_signature
 
 
 def make_record(

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from harness.evidence import Objective
-from harness.measure import OutageResult, check_pitr, judge, measure_loss, measure_outage, probe_stats
-from harness.timeline import Event, EventKind, Op, Sample
+from firedrill.evidence import Objective
+from firedrill.measure import OutageResult, check_pitr, judge, measure_loss, measure_outage, probe_stats
+from firedrill.timeline import Event, EventKind, Op, Sample
 
 approx = pytest.approx
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.errors import ConfigError, TargetError
-from harness.evidence import (
+from firedrill.errors import ConfigError, TargetError
+from firedrill.evidence import (
     Environment,
     EvidenceRecord,
     Measurements,
@@ -25,8 +25,15 @@ from harness.evidence import (
     Operator,
     Verdict,
 )
-from harness.metrics import build_registry, write_metrics
-from harness.notify import NotifyConfig, build_message, needs_notification, notify, redact, send_webhook
+from firedrill.publish.metrics import build_registry, write_metrics
+from firedrill.publish.notify import (
+    NotifyConfig,
+    build_message,
+    needs_notification,
+    notify,
+    redact,
+    send_webhook,
+)
 
 SECRET = "hunter2-Pa$$w0rd/é"
 TOKEN = "T0000/B0000/XXXXXXXXXXXXXXXX"

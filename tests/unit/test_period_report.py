@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import ledger
-from harness.errors import ConfigError
-from harness.evidence import EvidenceRecord, ObjectiveVerdict
-from harness.period_report import (
+from firedrill.audit import ledger
+from firedrill.audit.signing import Signer, generate_key
+from firedrill.errors import ConfigError
+from firedrill.evidence import EvidenceRecord, ObjectiveVerdict
+from firedrill.report.period_report import (
     FindingsFile,
     PeriodReport,
     build_period_report,
@@ -23,7 +24,6 @@ from harness.period_report import (
     render_markdown,
     write_period_report,
 )
-from harness.signing import Signer, generate_key
 from tests.fixtures.evidence_factory import make_failed_record, make_record
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # in 2026-Q4, after its scheduled run

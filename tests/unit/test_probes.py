@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from harness.probes import LATE_ACK, CanaryWriter, ProbeConfig
-from harness.timeline import Timeline
+from firedrill.probes import LATE_ACK, CanaryWriter, ProbeConfig
+from firedrill.timeline import Timeline
 
 
 class StallOnce:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.errors import ConfigError, StagingError
-from harness.faults.proxy import CutMode, FaultProxy
+from firedrill.errors import ConfigError, StagingError
+from firedrill.faults.proxy import CutMode, FaultProxy
 
 
 class _Echo(socketserver.BaseRequestHandler):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.evidence import EventRecord, EvidenceRecord, write_evidence
-from harness.report import (
+from firedrill.evidence import EventRecord, EvidenceRecord, write_evidence
+from firedrill.report.chart import MAX_SAMPLES, build_timeline_svg, downsample
+from firedrill.report.run_report import (
     ReportPaths,
     fmt_seconds,
     md_cell,
@@ -17,7 +18,6 @@ from harness.report import (
     render_markdown,
     render_reports,
 )
-from harness.report_chart import MAX_SAMPLES, build_timeline_svg, downsample
 from tests.fixtures.evidence_factory import build_failover_record, make_failed_record, make_record
 
 HTML_SECTIONS = [

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 
-from harness import schedule
-from harness.errors import ConfigError, TargetError
+from firedrill.errors import ConfigError, TargetError
+from firedrill.schedule import service as schedule
 
 CALLS: list[tuple[list[str], str, str]] = []
 CALLED = threading.Event()
@@ -133,7 +133,7 @@ def test_job_options(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     sched = schedule.build_scheduler(cfg)
     job = sched.get_job("firedrill-local")
-    assert job.func_ref == "harness.schedule:run_scheduled" == schedule.JOB_FUNC
+    assert job.func_ref == "firedrill.schedule.service:run_scheduled" == schedule.JOB_FUNC
     assert job.misfire_grace_time == 6 * 3600
     assert job.coalesce is True
     assert job.max_instances == 1

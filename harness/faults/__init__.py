@@ -1,5 +1,0 @@
-"""Faults firedrill injects itself, as opposed to ones it asks a server or a cloud API for."""
-
-from harness.faults.proxy import CutMode, CutWindow, FaultProxy
-
-__all__ = ["CutMode", "CutWindow", "FaultProxy"]
