@@ -40,7 +40,7 @@ import psycopg
 
 from firedrill.drills import calibration as calibrate
 from firedrill.drills.base import DrillRun, Objectives
-from firedrill.drills.calibration import CalibrationSettings
+from firedrill.drills.calibration_trials import CalibrationSettings
 from firedrill.drills.failover import FailoverDrill, FailoverSettings
 from firedrill.evidence import EvidenceRecord
 from firedrill.faults.proxy import CutMode, FaultProxy

@@ -201,7 +201,7 @@ class ConfigFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     profiles: dict[str, dict[str, object]] = Field(default_factory=dict)
     ledger: LedgerSettings = LedgerSettings()
-    # Validated by firedrill.schedule.service.ScheduleConfig when a schedule command needs it (keeps this
+    # Validated by firedrill.schedule.config.ScheduleConfig when a schedule command needs it (keeps this
     # module free of APScheduler); `job_store_env` may name a variable holding a PostgreSQL URL.
     schedule: dict[str, object] | None = None
     notify: NotifySettings | None = None

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +22,16 @@ from firedrill.errors import ConfigError
 SCHEMA_VERSION = "1.1"
 
 Verdict = Literal["passed", "failed", "error", "aborted"]
+
+
+def new_run_id(drill: str) -> str:
+    """A run's id, sortable by start time: 20240501T101500Z-failover-3fa2c1."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{drill}-{secrets.token_hex(3)}"
+
+
+def utc_iso(epoch: float) -> str:
+    """A wall time as the record stores it: ISO 8601 UTC to the millisecond, with a Z."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Frozen(BaseModel):

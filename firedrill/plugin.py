@@ -142,7 +142,7 @@ def _install_signal_handlers() -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """@local scenarios need the embedded staging; @aws ones need an AWS profile. Only a session
     that runs drills takes over SIGTERM."""
-    drills = [item for item in items if "holder" in getattr(item, "fixturenames", ())]
+    drills = [item for item in items if item.getparent(FeatureFile) is not None]
     if not drills:
         return
     _install_signal_handlers()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import getpass
 import os
 import platform
-import secrets
 import socket
 import subprocess
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from firedrill import __version__
@@ -28,14 +26,6 @@ def default_ledger() -> Path:
 
 def default_job_store() -> Path:
     return Path.cwd() / "reports" / "schedule.sqlite"
-
-
-def new_run_id(drill: str) -> str:
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{drill}-{secrets.token_hex(3)}"
-
-
-def utc_iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def git_revision() -> str:

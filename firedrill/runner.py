@@ -68,7 +68,7 @@ def select(targets: list[str], cwd: Path | None = None) -> Selection:
     if not targets:
         local = _features_in(here)
         if local:
-            return Selection(tuple(local), str(here))
+            return Selection(tuple(p.resolve() for p in local), str(here))
         targets = ["all"]
     features: list[Path] = []
     for target in targets:

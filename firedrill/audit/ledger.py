@@ -55,12 +55,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from firedrill.audit.signing import PublicKeyLike, Signer, load_public_key, verify_signature
+from firedrill.audit.timestamps import parse_utc
 from firedrill.errors import ConfigError, DeadlineExceeded, GuardrailError
 from firedrill.evidence import EvidenceRecord, write_json_atomic
 
@@ -384,11 +385,36 @@ def iter_records(ledger_dir: Path) -> Iterator[EvidenceRecord]:
             raise ConfigError(f"cannot read ledger record {path}: {exc.strerror}") from exc
 
 
+def read_entries(ledger_dir: Path) -> tuple[list[LedgerEntry], list[str]]:
+    """Every readable record in sequence order, and the file names of the unreadable ones.
+
+    Reads only, and reads past a broken link: the caller states the ledger's verification result
+    and marks the runs after the first break as unverified. (`iter_records` stops at the first
+    unreadable record and gives no sequence numbers; the period report needs both.)
+    """
+    files = ledger_files(ledger_dir)
+    sigs = {p.name for p in files if p.suffix == SIG_SUFFIX}
+    entries: list[LedgerEntry] = []
+    unreadable: list[str] = []
+    for path in files:
+        if path.suffix != RECORD_SUFFIX:
+            continue
+        seq = int(path.name.split("-", 1)[0])
+        try:
+            record = EvidenceRecord.model_validate_json(path.read_bytes())
+        except (ValidationError, OSError):
+            unreadable.append(path.name)
+            continue
+        sig = path.with_suffix(SIG_SUFFIX)
+        entries.append(LedgerEntry(seq, record, record.sha256(), path, sig if sig.name in sigs else None))
+    return entries, unreadable
+
+
 def records_between(ledger_dir: Path, start: date, end: date) -> list[EvidenceRecord]:
     """Records whose `started_at` falls on a UTC date in [start, end], both inclusive, in ledger order."""
     if end < start:
         raise ConfigError(f"end date {end} is before start date {start}")
-    return [r for r in iter_records(ledger_dir) if start <= _utc_date(r.started_at) <= end]
+    return [r for r in iter_records(ledger_dir) if start <= parse_utc(r.started_at).date() <= end]
 
 
 def read_head(ledger_dir: Path) -> Head | None:
@@ -553,16 +579,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _utc_date(stamp: str) -> date:
-    try:
-        dt = datetime.fromisoformat(stamp)
-    except ValueError as exc:
-        raise ConfigError(f"started_at {stamp!r} is not an ISO 8601 time") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).date()
 
 
 __all__ = [

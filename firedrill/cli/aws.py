@@ -15,6 +15,8 @@ from firedrill.aws.session import AwsSession, aws_settings
 from firedrill.config import get_profile
 from firedrill.drills.plan import make_plan
 
+IAM_POLICY = Path(__file__).resolve().parents[1] / "iam" / "firedrill-drill-policy.json"
+
 
 @click.command("plan")
 @click.argument("drill")
@@ -30,6 +32,12 @@ def plan(drill: str, environment: str, config_path: Path | None) -> None:
 @click.group("aws")
 def aws() -> None:
     """AWS housekeeping."""
+
+
+@aws.command("iam-policy")
+def iam_policy() -> None:
+    """Print the least-privilege IAM policy the drills need (JSON), e.g. to attach to a drill role."""
+    click.echo(IAM_POLICY.read_text(encoding="utf-8"), nl=False)
 
 
 @aws.command("cleanup")

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import click
 
-from firedrill.drills.calibration import (
-    QUICK,
-    CalibrationResult,
-    CalibrationSettings,
-    Kind,
-    error_stats,
-    run_calibration,
-)
+from firedrill.drills.calibration import CalibrationResult, error_stats, run_calibration
+from firedrill.drills.calibration_trials import QUICK, CalibrationSettings, Kind
 from firedrill.errors import ConfigError
 from firedrill.evidence import EvidenceRecord
+from firedrill.run_context import RunContext, default_out
 
 _DURATION = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>ms|s)")
 
@@ -146,8 +141,6 @@ def calibrate(
     out_root: Path | None,
 ) -> None:
     """Inject outages and losses of known size on the local staging and compare with the measurement."""
-    from firedrill.run_context import RunContext, default_out
-
     base = QUICK if quick else CalibrationSettings()
     try:
         wanted = tuple(Kind(k.strip()) for k in kinds.split(",") if k.strip())

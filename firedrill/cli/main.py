@@ -16,7 +16,7 @@ from typing import NoReturn
 import click
 
 from firedrill import __version__
-from firedrill.cli import audit, aws, calibrate, init, run, staging, steps
+from firedrill.cli import audit, aws, calibrate, init, run, schedule, staging, steps
 from firedrill.errors import HarnessError, first_line
 from firedrill.staging.pg_binaries import find_binaries, service_user
 
@@ -50,7 +50,7 @@ def doctor() -> None:
     click.echo(f"chromium (report screenshots): {shutil.which('chromium') or 'not found'}")
 
 
-for _module in (run, init, steps, staging, audit, aws, calibrate):
+for _module in (run, init, steps, staging, schedule, audit, aws, calibrate):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

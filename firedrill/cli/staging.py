@@ -6,12 +6,15 @@ import contextlib
 import os
 import re
 import signal
+import tempfile
 import time
 from pathlib import Path
 
 import click
 
 from firedrill.staging.common import pid_alive, remove_tree, workdir_owner
+from firedrill.staging.postgres import PgStaging
+from firedrill.staging.redis_sentinel import RedisSentinelStaging
 
 _STAGING_DIRS = ("firedrill-pg-", "firedrill-redis-")
 
@@ -25,9 +28,6 @@ def staging() -> None:
 @click.option("--no-redis", is_flag=True, help="PostgreSQL only.")
 def up(no_redis: bool) -> None:
     """Start PostgreSQL primary + standby (and Redis + Sentinels); stop them on Ctrl-C."""
-    from firedrill.staging.postgres import PgStaging
-    from firedrill.staging.redis_sentinel import RedisSentinelStaging
-
     try:
         with contextlib.ExitStack() as stack:
             pg = stack.enter_context(PgStaging())
@@ -84,8 +84,6 @@ def _processes_using(path: Path) -> list[int]:
 @click.option("--force", is_flag=True, help="Also stagings whose firedrill process is still running.")
 def down(dry_run: bool, force: bool) -> None:
     """Stop servers and remove temp dirs that an interrupted or killed firedrill left behind."""
-    import tempfile
-
     tmp = Path(tempfile.gettempdir())
     found = _leftovers(tmp)
     if not found:

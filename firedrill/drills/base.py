@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from firedrill.audit.controls import compliance_refs
 from firedrill.errors import DeadlineExceeded, HarnessError
 from firedrill.evidence import (
     Check,
@@ -26,12 +27,15 @@ from firedrill.evidence import (
     SampleRecord,
     SignOff,
     Verdict,
+    new_run_id,
+    utc_iso,
     write_evidence,
 )
 from firedrill.measure import LossResult, judge, probe_stats
 from firedrill.probes import CanaryWriter, ProbeConfig, SessionFactory
 from firedrill.publish.hook import record_run
-from firedrill.run_context import RunContext, new_run_id, utc_iso
+from firedrill.report.run_report import render_reports
+from firedrill.run_context import RunContext
 from firedrill.targets.base import TargetDescription
 from firedrill.timeline import EventKind, Timeline
 
@@ -39,33 +43,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIGNOFF = ("Drill operator", "Service owner", "Auditor / reviewer")
 
-COMPLIANCE: tuple[ControlRef, ...] = (
-    ControlRef(
-        framework="SOC 2",
-        control="A1.3",
-        how="Recovery plan procedures are tested; this record is the test and its result.",
-    ),
-    ControlRef(
-        framework="ISO/IEC 27001:2022",
-        control="A.5.30",
-        how="ICT readiness for business continuity: recovery objectives exercised and measured.",
-    ),
-    ControlRef(
-        framework="ISO/IEC 27001:2022",
-        control="A.8.13",
-        how="Backups and replicas are shown to restore service with the data checks listed.",
-    ),
-    ControlRef(
-        framework="PCI DSS 4.0",
-        control="12.10.2",
-        how="Incident response (recovery) procedures tested at least annually; findings recorded.",
-    ),
-    ControlRef(
-        framework="HIPAA",
-        control="164.308(a)(7)(ii)(D)",
-        how="Testing and revision procedures for the contingency plan.",
-    ),
-)
+# What every drill record evidences, from the one compliance catalogue.
+COMPLIANCE: tuple[ControlRef, ...] = compliance_refs()
 
 
 class SteadyStateSource(Protocol):
@@ -287,8 +266,6 @@ class DrillRun:
 
     def _render(self, record: EvidenceRecord) -> None:
         try:
-            from firedrill.report.run_report import render_reports
-
             render_reports(record, self.run_dir)
         except Exception as exc:  # evidence is written; a report can be rendered again from it
             log.error("report rendering failed for %s: %s", self.run_id, exc)

@@ -21,6 +21,7 @@ from firedrill.drills.base import DrillRun, Objectives, round6
 from firedrill.errors import HarnessError, TargetError
 from firedrill.evidence import EvidenceRecord, Measurements, Objective, Phase
 from firedrill.measure import PitrCheck, check_pitr
+from firedrill.staging.pg_restore import lsn_to_int
 from firedrill.targets.restore_base import (
     AppDataState,
     BackupInfo,
@@ -342,8 +343,6 @@ class PitrDrill:
             if (v.at_time <= recovery.cutoff_time if recovery.inclusive else v.at_time < recovery.cutoff_time)
         ]
         if recovery.kind is TargetKind.LSN:
-            from firedrill.staging.pg_restore import lsn_to_int
-
             cut = lsn_to_int(recovery.value)
             before = [v for v in self._app_versions if v.lsn is not None and lsn_to_int(v.lsn) <= cut]
         if before:

@@ -32,6 +32,8 @@ from firedrill.audit.signing import Signer
 from firedrill.config import LedgerSettings, Settings, active_config_path, load_settings
 from firedrill.errors import GuardrailError, HarnessError
 from firedrill.evidence import EvidenceRecord, load_evidence, write_evidence
+from firedrill.publish.metrics import write_metrics
+from firedrill.publish.notify import NotifyConfig, notify
 from firedrill.run_context import default_ledger, default_out
 
 log = logging.getLogger("firedrill.ledger")
@@ -186,8 +188,6 @@ def _append(
 
 
 def _notify(outcome: HookOutcome, settings: Settings, report_path: Path) -> None:
-    from firedrill.publish.notify import NotifyConfig, notify  # only when a webhook is configured
-
     assert settings.notify is not None
     conf = settings.notify
     secret_values = [os.environ[name] for name in conf.secret_envs if os.environ.get(name)]
@@ -209,8 +209,6 @@ def _notify(outcome: HookOutcome, settings: Settings, report_path: Path) -> None
 
 
 def _metrics(outcome: HookOutcome, settings: Settings) -> None:
-    from firedrill.publish.metrics import write_metrics  # prometheus_client: only when metrics are configured
-
     assert settings.metrics is not None
     records: list[EvidenceRecord] = []
     if outcome.ledger_dir is not None and outcome.ledger_dir.is_dir():

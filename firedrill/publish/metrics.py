@@ -15,11 +15,11 @@ out rather than written as NaN, so `absent()` alerts and "value > limit" alerts 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from firedrill.audit.timestamps import parse_utc
 from firedrill.errors import ConfigError
 from firedrill.evidence import EvidenceRecord
 
@@ -84,10 +84,4 @@ def write_metrics(path: Path, records: Iterable[EvidenceRecord]) -> Path:
 
 
 def _timestamp(stamp: str, run_id: str) -> float:
-    try:
-        dt = datetime.fromisoformat(stamp)
-    except ValueError as exc:
-        raise ConfigError(f"run {run_id}: finished_at {stamp!r} is not an ISO 8601 time") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return parse_utc(stamp, f"run {run_id}: finished_at").timestamp()

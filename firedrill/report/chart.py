@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from html import escape
 
 from firedrill.evidence import EventRecord, EvidenceRecord, SampleRecord
+from firedrill.report import palette
+from firedrill.report.formatting import event_label
 
 MAX_SAMPLES = 4000
 """Above this many samples per panel, acknowledged samples are thinned out; failures are all kept."""
@@ -32,27 +34,27 @@ LAT_H = 96.0
 AXIS_H = 40.0
 CHAR_W = 6.1  # average glyph advance of the 11 px sans-serif used for labels
 
-OK_COLOUR = "#2e7d32"
-FAIL_COLOUR = "#c62828"
-BAND_COLOUR = "#f9c7c7"
-GRID_COLOUR = "#e3e6ea"
-TEXT_COLOUR = "#1f2933"
-MUTED_COLOUR = "#616e7c"
+OK_COLOUR = palette.GOOD
+FAIL_COLOUR = palette.BAD
+BAND_COLOUR = palette.OUTAGE
+GRID_COLOUR = palette.GRID
+TEXT_COLOUR = palette.INK
+MUTED_COLOUR = palette.MUTED
 NO_NODE = "(no node)"
 
 _EVENT_COLOURS = {
-    "fault_issued": "#b71c1c",
-    "disaster": "#b71c1c",
-    "fault_returned": "#c2410c",
-    "fault_cleared": "#7c3aed",
-    "promotion_started": "#1d4ed8",
-    "promotion_done": "#1d4ed8",
-    "restore_started": "#1d4ed8",
-    "restore_phase": "#1d4ed8",
-    "restore_done": "#1d4ed8",
-    "recovered": "#166534",
-    "verified": "#166534",
-    "error": "#b71c1c",
+    "fault_issued": palette.FAULT,
+    "disaster": palette.FAULT,
+    "fault_returned": palette.LIMIT,
+    "fault_cleared": palette.CLEARED,
+    "promotion_started": palette.ACCENT,
+    "promotion_done": palette.ACCENT,
+    "restore_started": palette.ACCENT,
+    "restore_phase": palette.ACCENT,
+    "restore_done": palette.ACCENT,
+    "recovered": palette.RECOVERED,
+    "verified": palette.RECOVERED,
+    "error": palette.FAULT,
 }
 # Where RTO is counted from: the fault for a failover; the restore start for a restore drill, whose
 # RTO is restore start to verified service (the disaster itself is marked, but is not the anchor).
@@ -79,10 +81,6 @@ def _num(value: float) -> str:
     """Short, stable number for SVG coordinates."""
     text = f"{value:.1f}"
     return text[:-2] if text.endswith(".0") else text
-
-
-def event_label(kind: str) -> str:
-    return kind.replace("_", " ")
 
 
 def anchor_event(record: EvidenceRecord) -> tuple[str, float] | None:
@@ -309,7 +307,7 @@ def _panel(
         if i % 2 == 0:
             svg.add(
                 f'<rect x="{_num(PLOT_LEFT)}" y="{_num(y)}" width="{_num(PLOT_RIGHT - PLOT_LEFT)}" '
-                f'height="{_num(ROW_H)}" fill="#f4f6f8"/>'
+                f'height="{_num(ROW_H)}" fill="{palette.SOFT}"/>'
             )
         svg.text(
             PLOT_LEFT - 8,
@@ -330,7 +328,7 @@ def _panel(
 
     svg.add(
         f'<rect x="{_num(PLOT_LEFT)}" y="{_num(lat_top)}" width="{_num(PLOT_RIGHT - PLOT_LEFT)}" '
-        f'height="{_num(LAT_H)}" fill="#fbfcfd" stroke="{GRID_COLOUR}"/>'
+        f'height="{_num(LAT_H)}" fill="{palette.PLOT}" stroke="{GRID_COLOUR}"/>'
     )
     step = 1 if hi - lo <= 5 else math.ceil((hi - lo) / 4)
     for exponent in range(lo, hi + 1, step):
@@ -429,15 +427,24 @@ def _panel(
         y = band_label_y
         by = rows_top - 3
         bracket = f"M{_num(xa)} {_num(by - 3)}v6M{_num(xa)} {_num(by)}H{_num(xb)}M{_num(xb)} {_num(by - 3)}v6"
-        svg.add(f'<path d="{bracket}" stroke="#9b1c1c" stroke-width="1.2" fill="none"/>')
+        svg.add(f'<path d="{bracket}" stroke="{palette.OUTAGE_MARK}" stroke-width="1.2" fill="none"/>')
         if xb - xa >= width + 12:
             svg.text(
-                (xa + xb) / 2, y, label, anchor="middle", size=12, fill="#9b1c1c", weight="bold", halo=True
+                (xa + xb) / 2,
+                y,
+                label,
+                anchor="middle",
+                size=12,
+                fill=palette.OUTAGE_MARK,
+                weight="bold",
+                halo=True,
             )
         elif xb + 6 + width <= PLOT_RIGHT:
-            svg.text(xb + 6, y, label, size=12, fill="#9b1c1c", weight="bold", halo=True)
+            svg.text(xb + 6, y, label, size=12, fill=palette.OUTAGE_MARK, weight="bold", halo=True)
         else:
-            svg.text(xa - 6, y, label, anchor="end", size=12, fill="#9b1c1c", weight="bold", halo=True)
+            svg.text(
+                xa - 6, y, label, anchor="end", size=12, fill=palette.OUTAGE_MARK, weight="bold", halo=True
+            )
 
     return plot_bottom + AXIS_H
 

@@ -8,103 +8,27 @@ always gives byte-identical reports, so a past run can be rendered again and com
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from firedrill import __version__
 from firedrill.evidence import EvidenceRecord, load_evidence, write_json_atomic
-from firedrill.report.chart import anchor_event, anchor_time, build_timeline_svg, event_label
-from firedrill.report.templating import TEMPLATES_DIR
+from firedrill.report.chart import anchor_event, anchor_time, build_timeline_svg
+from firedrill.report.formatting import (
+    Figure,
+    Scalar,
+    event_label,
+    fmt_number,
+    fmt_scalar,
+    fmt_seconds,
+)
+from firedrill.report.templating import ReportPaths, environment
 
 HTML_TEMPLATE = "report.html.j2"
 MD_TEMPLATE = "report.md.j2"
 HTML_NAME = "report.html"
 MD_NAME = "report.md"
-
-Scalar = float | int | str | bool | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportPaths:
-    html: Path
-    md: Path
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    """One key figure of the report: a label, its value and how to read it."""
-
-    label: str
-    value: str
-    hint: str
-    tone: str = "neutral"  # "good", "bad", "neutral"
-
-
-def fmt_seconds(value: float | None) -> str:
-    """Seconds with millisecond precision, plus minutes (and hours) when large: '754.213 s (12 min 34 s)'."""
-    if value is None:
-        return "not measured"
-    text = f"{value:.3f} s"
-    if abs(value) >= 60:
-        tenths = round(abs(value) * 10)
-        hours, rest = divmod(tenths, 36000)
-        minutes, seconds = divmod(rest, 600)
-        sec = f"{seconds / 10:04.1f}"
-        if hours:
-            text += f" ({hours} h {minutes:02d} min {sec} s)"
-        else:
-            text += f" ({minutes} min {sec} s)"
-    return text
-
-
-def fmt_number(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.3f}".rstrip("0").rstrip(".")
-
-
-def fmt_quantity(value: float | None, unit: str) -> str:
-    """A limit or measurement in its unit: seconds get ms precision, counts get their unit word."""
-    if value is None:
-        return "not measured"
-    if unit == "s":
-        return fmt_seconds(value)
-    return f"{fmt_number(value)} {unit}".strip()
-
-
-def fmt_scalar(value: Scalar) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return fmt_number(value)
-    return value
-
-
-def fmt_hz(value: float) -> str:
-    return f"{value:.2f} Hz"
-
-
-def fmt_pct(part: float, whole: float) -> str:
-    if not whole:
-        return "—"
-    return f"{100.0 * part / whole:.1f} %"
-
-
-def md_cell(value: object) -> str:
-    """Text safe inside a Markdown table cell: no pipe, no raw HTML, no line break."""
-    text = str(value)
-    for raw, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|")):
-        text = text.replace(raw, escaped)
-    return " ".join(text.replace("\r", "").split("\n")).strip() or " "
 
 
 def _stale_acks(record: EvidenceRecord) -> tuple[str, Scalar] | None:
@@ -223,32 +147,6 @@ def outage_summary(record: EvidenceRecord) -> list[str]:
     return lines
 
 
-def _autoescape(template_name: str | None) -> bool:
-    return template_name is not None and template_name.endswith(".html.j2")
-
-
-def _environment() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR),
-        autoescape=_autoescape,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(
-        seconds=fmt_seconds,
-        number=fmt_number,
-        quantity=fmt_quantity,
-        scalar=fmt_scalar,
-        hz=fmt_hz,
-        md=md_cell,
-        event_label=event_label,
-    )
-    env.globals.update(pct=fmt_pct)
-    return env
-
-
 def _context(record: EvidenceRecord, *, with_chart: bool) -> dict[str, object]:
     anchor = anchor_time(record)
     return {
@@ -266,11 +164,11 @@ def _context(record: EvidenceRecord, *, with_chart: bool) -> dict[str, object]:
 
 
 def render_html(record: EvidenceRecord) -> str:
-    return _environment().get_template(HTML_TEMPLATE).render(_context(record, with_chart=True))
+    return environment().get_template(HTML_TEMPLATE).render(_context(record, with_chart=True))
 
 
 def render_markdown(record: EvidenceRecord) -> str:
-    return _environment().get_template(MD_TEMPLATE).render(_context(record, with_chart=False))
+    return environment().get_template(MD_TEMPLATE).render(_context(record, with_chart=False))
 
 
 def render_reports(record: EvidenceRecord, out_dir: Path) -> ReportPaths:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -55,6 +56,18 @@ def free_port() -> int:
         if port not in RESERVED_PORTS:
             return port
     raise StagingError("no free loopback port found")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1, none of them a standard service port."""
+    ports: list[int] = []
+    for _ in range(count * 20):
+        port = free_port()
+        if port not in ports and port not in RESERVED_PORTS:
+            ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise StagingError(f"could not find {count} distinct free loopback ports")
 
 
 def wait_until(what: str, check: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05) -> float:
@@ -147,8 +160,6 @@ def become_subreaper() -> None:
     pg_ctl detaches the postmaster; when it is killed, its processes are re-parented to PID 1, and
     where PID 1 does not reap (containers, micro-VMs) they stay zombies that still answer kill(0), so
     PostgreSQL refuses to reuse their socket. As subreaper we can reap them ourselves."""
-    import ctypes
-
     pr_set_child_subreaper = 36
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)

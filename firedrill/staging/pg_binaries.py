@@ -8,6 +8,7 @@ root's home directory is not readable by it).
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -89,8 +90,6 @@ def service_user() -> str | None:
     if os.geteuid() != 0:
         return None
     try:
-        import pwd
-
         pwd.getpwnam(SERVICE_USER)
     except KeyError as exc:
         raise StagingError(

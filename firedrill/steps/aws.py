@@ -14,9 +14,11 @@ from firedrill.targets.base import FaultKind, FaultSpec
 
 @when("the primary is rebooted with failover")
 def reboot_with_failover(holder: DrillHolder) -> None:
+    """RDS reboot with ForceFailover (Multi-AZ instance) or an Aurora cluster failover."""
     holder.current_failover().inject(FaultSpec(FaultKind.REBOOT_FAILOVER))
 
 
 @when("the platform promotes the standby")
 def platform_promotes(holder: DrillHolder) -> None:
+    """Waits for the platform's own promotion and the first acknowledged write after it."""
     holder.current_failover().promote()

@@ -1,5 +1,4 @@
-"""Steps of the calibration feature (one call into firedrill/calibrate.py each), and the failover
-drill's network-cut step.
+"""Steps of the calibration feature: one call into `firedrill.drills.calibration` each.
 
 Fixtures live here: `calibration_staging`, one PostgreSQL staging with a probe-side fault proxy per
 feature module, and `calibration`, the evidence of one scenario, written at teardown whatever
@@ -18,7 +17,8 @@ from pytest_bdd import parsers, then, when
 
 from firedrill.drills import calibration as calibrate
 from firedrill.drills.base import DrillRun
-from firedrill.drills.calibration import CalibrationObjectives, CalibrationResult, CalibrationSettings, Kind
+from firedrill.drills.calibration import CalibrationObjectives, CalibrationResult
+from firedrill.drills.calibration_trials import CalibrationSettings, Kind
 from firedrill.evidence import EvidenceRecord
 from firedrill.faults.proxy import CutMode, FaultProxy
 from firedrill.manifest import append_manifest
@@ -94,6 +94,7 @@ def calibration(
 # ---- outages of known length --------------------------------------------------------------------------
 @when(parsers.parse("the PostgreSQL primary is frozen for exactly {ms:d} ms"))
 def freeze_exactly(calibration: CalibrationCase, calibration_staging: PgLab, ms: int) -> None:
+    """Calibration: SIGSTOP of the primary for exactly N ms (the ground truth the RTO must match)."""
     trial = calibration.act(
         lambda run: calibrate.pg_freeze_trial(run, calibration_staging.staging, ms / 1000, 1, SETTINGS),
         (Kind.FREEZE_POSTGRES,),
@@ -103,6 +104,7 @@ def freeze_exactly(calibration: CalibrationCase, calibration_staging: PgLab, ms:
 
 @when(parsers.parse("the network between the probe and PostgreSQL is blackholed for exactly {ms:d} ms"))
 def blackhole_exactly(calibration: CalibrationCase, calibration_staging: PgLab, ms: int) -> None:
+    """Calibration: the fault proxy blackholes the probe's traffic for exactly N ms."""
     lab, mode = calibration_staging, CutMode.BLACKHOLE
     trial = calibration.act(
         lambda run: calibrate.pg_cut_trial(run, lab.staging, lab.proxy, mode, ms / 1000, 1, SETTINGS),
@@ -113,6 +115,7 @@ def blackhole_exactly(calibration: CalibrationCase, calibration_staging: PgLab, 
 
 @then(parsers.parse("the measured RTO is within {ms:d} ms of the true outage"))
 def rto_within(calibration: CalibrationCase, ms: int) -> None:
+    """The measured RTO is within N ms of the injected outage's true length."""
     kinds = tuple(calibration.result.kinds())
     record = calibration.finish(CalibrationObjectives(kinds=kinds, error_p95_s=ms / 1000, loss_cases=False))
     trials = "; ".join(c.detail for c in record.checks)
@@ -128,12 +131,15 @@ def rto_within(calibration: CalibrationCase, ms: int) -> None:
     )
 )
 def known_loss(calibration: CalibrationCase, n: int) -> None:
+    """Calibration: N writes acknowledged by the primary alone (replication cut), then the primary is
+    killed and the standby promoted."""
     case = calibration.act(lambda run: calibrate.pg_known_loss(run, n, SETTINGS), loss=True)
     calibration.result.losses.append(case)
 
 
 @then(parsers.parse("the drill reports exactly {n:d} lost writes with their sequence numbers"))
 def reports_exact_loss(calibration: CalibrationCase, n: int) -> None:
+    """The drill reports exactly N lost writes, with the very sequence numbers that were lost."""
     record = calibration.finish(CalibrationObjectives(kinds=(), loss_cases=True))
     assert record.error is None, f"calibration error: {record.error}"
     (case,) = calibration.result.losses

@@ -24,14 +24,17 @@ def canary_rate(holder: DrillHolder, rate: float) -> None:
 
 @then(parsers.re(RTO.pattern))
 def writes_resume(holder: DrillHolder) -> None:
+    """RTO objective: the first acknowledged write after the fault comes within this time."""
     holder.assert_met("rto")
 
 
 @then(parsers.re(RPO.pattern))
 def bounded_loss(holder: DrillHolder) -> None:
+    """RPO objective: the acknowledged writes lost span at most this window."""
     holder.assert_met("rpo")
 
 
 @then(parsers.re(NO_LOSS.pattern))
 def no_loss(holder: DrillHolder) -> None:
+    """No acknowledged write is missing from the recovered store (every sequence number read back)."""
     holder.assert_met("lost_writes")

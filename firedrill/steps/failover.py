@@ -14,26 +14,32 @@ from firedrill.timeline import EventKind
 
 @given("a PostgreSQL primary with a streaming standby in the drill environment")
 def postgres_drill(holder: DrillHolder, postgres_target: FailoverTarget) -> None:
+    """Opens the profile's PostgreSQL pair (local staging: primary + streaming standby; AWS: the RDS
+    target)."""
     holder.failover("failover", postgres_target)
 
 
 @when("the primary is killed")
 def kill_primary(holder: DrillHolder) -> None:
+    """SIGKILL of the primary's postmaster and every backend (AWS: not supported, use a reboot)."""
     holder.current_failover().inject(FaultSpec(FaultKind.KILL))
 
 
 @when("the primary is stopped gracefully")
 def stop_primary(holder: DrillHolder) -> None:
+    """Graceful shutdown of the primary (pg_ctl stop -m fast)."""
     holder.current_failover().inject(FaultSpec(FaultKind.STOP))
 
 
 @when(parsers.parse("the primary is frozen for {seconds:g} seconds"))
 def freeze_primary(holder: DrillHolder, seconds: float) -> None:
+    """SIGSTOP of the primary for N seconds, then SIGCONT: a hung node, not a dead one."""
     holder.current_failover().inject(FaultSpec(FaultKind.FREEZE, duration_s=seconds))
 
 
 @when("the standby is promoted")
 def promote_standby(holder: DrillHolder) -> None:
+    """Promotes the standby (pg_promote) and waits for the first acknowledged write on it."""
     holder.current_failover().promote()
 
 

@@ -33,7 +33,8 @@ from firedrill.steps.objectives import (
     age_seconds,
     pitr_objectives_from_steps,
 )
-from firedrill.targets.restore_base import DisasterKind, RefusalReason, RestoreTarget, open_restore_target
+from firedrill.targets.factory import open_restore_target
+from firedrill.targets.restore_base import DisasterKind, RefusalReason, RestoreTarget
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,17 +151,22 @@ def pitr_holder(
 # ---- Given ------------------------------------------------------------------------------------------
 @given("a PostgreSQL database with a WAL archive and a base backup in the drill environment")
 def pitr_environment(pitr_holder: PitrHolder, pitr_target: RestoreTarget) -> None:
+    """Opens a PostgreSQL server with a WAL archive and a base backup (AWS: an RDS instance with automated
+    backups)."""
     pitr_holder.start(pitr_target)
     pitr_holder.act(lambda d: d.check_backup())
 
 
 @given(parsers.parse('an application table "{table}" with {rows:d} rows of known content'))
 def pitr_app_table(pitr_holder: PitrHolder, table: str, rows: int) -> None:
+    """Creates the application table with N rows of known content (row count and md5 are noted)."""
     pitr_holder.act(lambda d: d.prepare_app_data(table, rows))
 
 
 @given(parsers.parse("canary writes at {rate:g} per second with commit timestamps"))
 def pitr_canary_rate(pitr_holder: PitrHolder, rate: float) -> None:
+    """Sets the canary's write rate; each canary row keeps its commit timestamp."""
+
     def configure(d: PitrDrill) -> None:
         d.run.probe_config = replace(d.run.probe_config, rate_hz=rate)
 
@@ -170,21 +176,25 @@ def pitr_canary_rate(pitr_holder: PitrHolder, rate: float) -> None:
 # ---- When -------------------------------------------------------------------------------------------
 @when(parsers.parse('the table "{table}" is dropped by mistake'))
 def pitr_drop_table(pitr_holder: PitrHolder, table: str) -> None:
+    """The disaster: DROP TABLE of the application table."""
     pitr_holder.act(lambda d: d.disaster(DisasterKind.DROP_TABLE, table))
 
 
 @when(parsers.parse('every row of "{table}" is deleted by a DELETE without a WHERE clause'))
 def pitr_delete_all(pitr_holder: PitrHolder, table: str) -> None:
+    """The disaster: DELETE of every row of the application table, without WHERE."""
     pitr_holder.act(lambda d: d.disaster(DisasterKind.DELETE_ALL, table))
 
 
 @when("a recovery point is noted")
 def pitr_note_point(pitr_holder: PitrHolder) -> None:
+    """Notes the current time and WAL position (LSN) as a recovery point."""
     pitr_holder.act(lambda d: d.note_recovery_point())
 
 
 @when(parsers.parse('{rows:d} more rows are added to "{table}"'))
 def pitr_add_rows(pitr_holder: PitrHolder, rows: int, table: str) -> None:
+    """Adds N more legitimate rows after the noted point (a restore to the point must not have them)."""
     pitr_holder.act(lambda d: d.add_rows(table, rows))
 
 
@@ -195,6 +205,7 @@ def pitr_add_rows(pitr_holder: PitrHolder, rows: int, table: str) -> None:
     )
 )
 def pitr_restore_to(pitr_holder: PitrHolder, choice: str) -> None:
+    """Restores into a new server beside the original, to the chosen target, and promotes it."""
     target = {
         "just before the mistake": TargetChoice.BEFORE_DISASTER,
         "the noted time": TargetChoice.NOTED_TIME,
@@ -211,6 +222,8 @@ def pitr_restore_to(pitr_holder: PitrHolder, choice: str) -> None:
     )
 )
 def pitr_restore_outside(pitr_holder: PitrHolder, amount: str, unit: str, where: str) -> None:
+    """Asks for a restore to a target outside the recoverable window (it must be refused)."""
+
     def restore(d: PitrDrill) -> None:
         d.settings = replace(d.settings, offset_s=age_seconds(amount, unit))
         choice = (
@@ -229,6 +242,7 @@ def pitr_restore_outside(pitr_holder: PitrHolder, amount: str, unit: str, where:
     )
 )
 def pitr_canary_at_target(pitr_holder: PitrHolder) -> None:
+    """Every canary row committed up to the target is restored, and none after it."""
     pitr_holder.assert_checks(
         "every canary record committed before the target is present",
         "no canary record committed after the target is present",
@@ -238,6 +252,7 @@ def pitr_canary_at_target(pitr_holder: PitrHolder) -> None:
 
 @then(parsers.parse('the table "{table}" has the row count and checksum it had at the target'))
 def pitr_app_at_target(pitr_holder: PitrHolder, table: str) -> None:
+    """The application table has the row count and md5 it had at the target."""
     pitr_holder.assert_checks(
         f"table {table}: row count as at the target", f"table {table}: content checksum as at the target"
     )
@@ -245,22 +260,26 @@ def pitr_app_at_target(pitr_holder: PitrHolder, table: str) -> None:
 
 @then(parsers.re(PITR_RTO.pattern))
 def pitr_restored_in_time(pitr_holder: PitrHolder) -> None:
+    """RTO of the restore: from its start to the first acknowledged write on the restored server."""
     pitr_holder.assert_checks("restored server accepts writes", "restored server is isolated from the source")
     pitr_holder.assert_met("rto")
 
 
 @then(parsers.re(PITR_RPO.pattern))
 def pitr_bounded_loss(pitr_holder: PitrHolder) -> None:
+    """RPO of the restore: the data between the target and the disaster is at most this long."""
     pitr_holder.assert_met("rpo")
 
 
 @then(parsers.re(BACKUP_AGE.pattern))
 def pitr_backup_fresh(pitr_holder: PitrHolder) -> None:
+    """The newest base backup is no older than the given age (30-day retention promises need this)."""
     pitr_holder.assert_met("backup_age")
 
 
 @then(parsers.re(REFUSED.pattern))
 def pitr_refused(pitr_holder: PitrHolder, why: str) -> None:
+    """The restore was refused for the stated reason, and nothing was restored."""
     record = pitr_holder.record()
     drill = pitr_holder.drill
     assert drill is not None and drill.refusal is not None, "the restore was not refused"
@@ -273,6 +292,7 @@ def pitr_refused(pitr_holder: PitrHolder, why: str) -> None:
 
 @then("no restored server is left behind")
 def pitr_nothing_left(pitr_holder: PitrHolder) -> None:
+    """Every restored server and its data directory (AWS: temporary instance) is gone."""
     record = pitr_holder.record()
     names = {c.name for c in record.checks}
     wanted = (

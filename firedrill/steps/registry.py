@@ -29,7 +29,7 @@ class StepDefinition:
     keyword: str  # "Given", "When", "Then" (or "Step" for any)
     phrase: str  # the step as a feature writes it, with {parameters}
     params: tuple[str, ...]  # "name: what it takes"
-    meaning: str  # the first line of the step function's docstring
+    meaning: str  # the first paragraph of the step function's docstring
     module: str
     parser: StepParser
 
@@ -58,7 +58,7 @@ def step_definitions() -> tuple[StepDefinition, ...]:
                 keyword=(context.type or "step").capitalize(),
                 phrase=phrase,
                 params=params,
-                meaning=doc.splitlines()[0] if doc else "",
+                meaning=" ".join(doc.split("\n\n")[0].split()),
                 module=module,
                 parser=context.parser,
             )
@@ -142,7 +142,7 @@ def parse_feature(path: Path) -> Feature:
     try:
         return FeatureParser(str(path.parent), path.name).parse()
     except GherkinParseError as exc:
-        raise ConfigError(f"{path}:{exc.line}: {exc.message}") from exc
+        raise ConfigError(f"{path}:{exc.line}: {' '.join(exc.message.split())}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except Exception as exc:  # the Gherkin parser's own errors carry the line in their text

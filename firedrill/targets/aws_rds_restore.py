@@ -30,9 +30,8 @@ from firedrill.aws.guardrails import Identity, check_account, expiry, temp_tags
 from firedrill.aws.session import AwsSession, WaitPolicy, aws_settings, parse_endpoint, wait_for
 from firedrill.config import Profile, RdsSettings
 from firedrill.errors import ConfigError, DeadlineExceeded, HarnessError, TargetError
-from firedrill.evidence import Node
+from firedrill.evidence import Node, new_run_id
 from firedrill.probes import ProbeConfig, SessionFactory
-from firedrill.run_context import new_run_id
 from firedrill.targets import pg_canary
 from firedrill.targets.aws_rds import MultiAzInstance, endpoint_for
 from firedrill.targets.base import Change, TargetDescription

@@ -1,4 +1,9 @@
-"""Pick the adapter for a store kind and a profile; say which exist when none fits."""
+"""Pick the adapter a drill talks to, for a store and an environment kind; say which exist when none fits.
+
+One registry for every drill kind: failover targets by (store, kind), point-in-time restore targets by
+environment kind. Another package (or a test) adds or swaps an adapter with `register` /
+`register_restore_adapter`.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,53 @@ from contextlib import AbstractContextManager, contextmanager
 
 from firedrill.config import Profile
 from firedrill.errors import ConfigError
+from firedrill.staging.postgres import PgStaging, PgStagingConfig
+from firedrill.targets.aws_elasticache import open_elasticache_target
+from firedrill.targets.aws_rds import open_rds_target
+from firedrill.targets.aws_rds_restore import open_rds_restore
 from firedrill.targets.base import FailoverTarget
-from firedrill.targets.restore_base import RestoreTarget, register_restore_adapter
+from firedrill.targets.local_pitr import open_local_pitr
+from firedrill.targets.local_postgres import LocalPostgresTarget
+from firedrill.targets.local_redis import open_local_redis
+from firedrill.targets.restore_base import RestoreTarget
 
 Opener = Callable[[Profile], AbstractContextManager[FailoverTarget]]
+RestoreOpener = Callable[[Profile], AbstractContextManager[RestoreTarget]]
 
 
 @contextmanager
 def _local_postgres(profile: Profile) -> Iterator[FailoverTarget]:
-    from firedrill.staging.postgres import PgStaging, PgStagingConfig
-    from firedrill.targets.local_postgres import LocalPostgresTarget
-
     with PgStaging(PgStagingConfig(sync_replication=profile.sync_replication)) as staging:
         yield LocalPostgresTarget(staging)
 
 
 @contextmanager
 def _local_redis(profile: Profile) -> Iterator[FailoverTarget]:
-    from firedrill.targets.local_redis import open_local_redis
-
     with open_local_redis() as target:
         yield target
 
 
+# Failover targets, by (store, environment kind).
 ADAPTERS: dict[tuple[str, str], Opener] = {
     ("postgres", "local"): _local_postgres,
     ("redis", "local"): _local_redis,
+    ("postgres", "aws"): open_rds_target,
+    ("redis", "aws"): open_elasticache_target,
+}
+
+# Point-in-time restore targets (PostgreSQL with a WAL archive), by environment kind.
+RESTORE_ADAPTERS: dict[str, RestoreOpener] = {
+    "local": open_local_pitr,
+    "aws": open_rds_restore,
 }
 
 
 def register(store: str, kind: str, opener: Opener) -> None:
     ADAPTERS[(store, kind)] = opener
+
+
+def register_restore_adapter(kind: str, opener: RestoreOpener) -> None:
+    RESTORE_ADAPTERS[kind] = opener
 
 
 def open_target(store: str, profile: Profile) -> AbstractContextManager[FailoverTarget]:
@@ -48,32 +69,11 @@ def open_target(store: str, profile: Profile) -> AbstractContextManager[Failover
     return opener(profile)
 
 
-@contextmanager
-def _aws_rds(profile: Profile) -> Iterator[FailoverTarget]:
-    from firedrill.targets.aws_rds import open_rds_target
-
-    with open_rds_target(profile) as target:
-        yield target
-
-
-@contextmanager
-def _aws_elasticache(profile: Profile) -> Iterator[FailoverTarget]:
-    from firedrill.targets.aws_elasticache import open_elasticache_target
-
-    with open_elasticache_target(profile) as target:
-        yield target
-
-
-register("postgres", "aws", _aws_rds)
-register("redis", "aws", _aws_elasticache)
-
-
-@contextmanager
-def _aws_rds_restore(profile: Profile) -> Iterator[RestoreTarget]:
-    from firedrill.targets.aws_rds_restore import open_rds_restore
-
-    with open_rds_restore(profile) as target:
-        yield target
-
-
-register_restore_adapter("aws", _aws_rds_restore)
+def open_restore_target(profile: Profile) -> AbstractContextManager[RestoreTarget]:
+    opener = RESTORE_ADAPTERS.get(profile.kind)
+    if opener is None:
+        known = ", ".join(sorted(RESTORE_ADAPTERS))
+        raise ConfigError(
+            f"no point-in-time restore adapter for a '{profile.kind}' environment (available: {known})"
+        )
+    return opener(profile)

@@ -18,14 +18,8 @@ from redis.retry import Retry
 from firedrill.errors import ConfigError, HarnessError, SteadyStateNotMet, TargetError
 from firedrill.evidence import Node
 from firedrill.probes import ProbeConfig, SessionFactory
-from firedrill.staging.redis_sentinel import (
-    HOST,
-    QUORUM,
-    AppendFsync,
-    RedisNode,
-    RedisSentinelStaging,
-    RedisStagingConfig,
-)
+from firedrill.staging.redis_sentinel import AppendFsync, RedisNode, RedisSentinelStaging, RedisStagingConfig
+from firedrill.staging.redis_topology import HOST, QUORUM
 from firedrill.targets import redis_canary
 from firedrill.targets.base import FaultKind, FaultSpec, TargetDescription
 from firedrill.targets.redis_canary import RedisCanarySession, SentinelEndpoint

@@ -3,7 +3,8 @@
 A RestoreTarget is a PostgreSQL database with backups and a continuous WAL archive that can be
 restored, to a chosen point, into a *new* server next to the source (never over it). The drill
 (`drills/pitr.py`) only uses this Protocol, so an AWS RDS adapter (`restore_db_instance_to_point_in_time`)
-can implement it beside the local one (`firedrill.targets.local_pitr`).
+can implement it beside the local one (`firedrill.targets.local_pitr`); `firedrill.targets.factory`
+picks the one for a profile (`open_restore_target`).
 
 Times are Unix epoch seconds on the database server's clock (commit timestamps), which is what a
 recovery target is compared with. LSNs are PostgreSQL's text form ("0/3000148").
@@ -14,14 +15,12 @@ checks in the drill.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from firedrill.config import Profile
-from firedrill.errors import ConfigError, TargetError
+from firedrill.errors import TargetError
 from firedrill.probes import ProbeConfig, SessionFactory
 from firedrill.targets.base import TargetDescription
 from firedrill.targets.pg_canary import PgEndpoint
@@ -264,28 +263,3 @@ class RestoreTarget(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-# ---- picking the adapter ------------------------------------------------------------------------
-
-RestoreOpener = Callable[[Profile], AbstractContextManager[RestoreTarget]]
-_ADAPTERS: dict[str, RestoreOpener] = {}
-
-
-def register_restore_adapter(kind: str, opener: RestoreOpener) -> None:
-    """An adapter for an environment kind ("aws") registers its opener here."""
-    _ADAPTERS[kind] = opener
-
-
-def open_restore_target(profile: Profile) -> AbstractContextManager[RestoreTarget]:
-    if "local" not in _ADAPTERS:
-        from firedrill.targets.local_pitr import open_local_pitr  # imported late: it pulls in the staging
-
-        _ADAPTERS["local"] = open_local_pitr
-    opener = _ADAPTERS.get(profile.kind)
-    if opener is None:
-        known = ", ".join(sorted(_ADAPTERS))
-        raise ConfigError(
-            f"no point-in-time restore adapter for a '{profile.kind}' environment (available: {known})"
-        )
-    return opener(profile)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from firedrill.drills import calibration as calibrate
-from firedrill.drills.calibration import CalibrationSettings, Kind
+from firedrill.drills.calibration_trials import CalibrationSettings, Kind
 from firedrill.run_context import RunContext
 
 GENEROUS_S = 0.100

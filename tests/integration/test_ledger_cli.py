@@ -25,12 +25,13 @@ from firedrill.audit.signing import generate_key
 from firedrill.config import LedgerSettings, MetricsSettings, NotifySettings, Settings
 from firedrill.drills.base import DrillRun
 from firedrill.evidence import EvidenceRecord, Measurements, load_evidence, write_evidence
-from firedrill.publish.hook import DEFAULT_LEDGER, ledger_dir_for, record_run, run_hook
-from firedrill.run_context import DEFAULT_OUT, REPO_ROOT, RunContext
+from firedrill.publish.hook import ledger_dir_for, record_run, run_hook
+from firedrill.run_context import RunContext, default_ledger, default_out
 from tests.fixtures.browser import chromium, requires_chromium
 from tests.fixtures.evidence_factory import make_failed_record, make_record
 
 FIREDRILL = [sys.executable, "-m", "firedrill.cli.main"]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_IDS = ["r1-q1", "r2-q2", "r3-q4", "r4-q4"]
 STARTS = ["2026-01-05T09:00:02Z", "2026-04-06T09:00:02Z", "2026-10-05T09:00:02Z", "2026-10-06T10:00:00Z"]
 
@@ -615,10 +616,13 @@ def test_hook_webhook_failure_is_one_line_naming_only_the_host(
     assert "T0KEN" not in problem
 
 
-def test_default_ledger_follows_the_output_directory(tmp_path: Path) -> None:
-    assert ledger_dir_for(LedgerSettings(), DEFAULT_OUT) == DEFAULT_LEDGER == REPO_ROOT / "reports" / "ledger"
+def test_default_ledger_follows_the_output_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the defaults are the caller's ./reports/..., not the install location
+    assert (
+        ledger_dir_for(LedgerSettings(), default_out()) == default_ledger() == tmp_path / "reports" / "ledger"
+    )
     assert ledger_dir_for(LedgerSettings(), tmp_path) == tmp_path / "ledger"
-    assert ledger_dir_for(LedgerSettings(dir=tmp_path / "x"), DEFAULT_OUT) == tmp_path / "x"
+    assert ledger_dir_for(LedgerSettings(dir=tmp_path / "x"), default_out()) == tmp_path / "x"
 
 
 def test_drill_finish_appends_to_the_ledger_and_renders_the_chained_record(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
+from firedrill import schedule
 from firedrill.errors import TargetError
-from firedrill.schedule import service as schedule
 from firedrill.staging.postgres import DATABASE, SUPERUSER, PgStaging
 
 PG_URL = ""  # set by the module fixture below, once its PostgreSQL runs

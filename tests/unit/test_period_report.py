@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from firedrill.audit import ledger
+from firedrill.audit.controls import CONTROLS, compliance_refs, in_words
 from firedrill.audit.signing import Signer, generate_key
+from firedrill.drills.base import COMPLIANCE
 from firedrill.errors import ConfigError
 from firedrill.evidence import EvidenceRecord, ObjectiveVerdict
-from firedrill.report.period_report import (
+from firedrill.report.period import (
     FindingsFile,
     PeriodReport,
     build_period_report,
@@ -24,6 +26,7 @@ from firedrill.report.period_report import (
     render_markdown,
     write_period_report,
 )
+from firedrill.report.period.mapping import ASSESSMENTS
 from tests.fixtures.evidence_factory import make_failed_record, make_record
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # in 2026-Q4, after its scheduled run
@@ -254,6 +257,45 @@ def test_control_mapping_says_what_is_missing(tmp_path: Path) -> None:
     assert all(c.status == "not supported" for c in empty.values())
 
 
+def test_restore_tests_are_told_by_the_drill_catalogue_not_by_the_name(tmp_path: Path) -> None:
+    d = ledger_of(
+        tmp_path,
+        [
+            rec("fo", "2026-01-05T09:00:00Z", drill="failover"),  # catalogue: failover
+            rec("gone", "2026-02-05T09:00:00Z", drill="backup_restore_v0"),  # not in the catalogue
+        ],
+    )
+    report = build(d)
+    assert [r.category for r in report.rows] == ["failover", None]
+    assert not any(r.tests_backups for r in report.rows)
+    a813 = {c.control: c for c in report.controls}["A.8.13"]
+    assert a813.status == "partial" and "restore-from-backup drills: none" in a813.evidence
+    assert report.figures[0].value == "2"  # the unknown drill still counts as a drill run
+    assert "backup_restore_v0" in render_html(report) and "backup_restore_v0" in render_markdown(report)
+
+    with_pitr = build(ledger_of(tmp_path / "p", [rec("p1", "2026-03-01T00:00:00Z", drill="pitr")]))
+    assert with_pitr.rows[0].category == "restore" and with_pitr.rows[0].tests_backups
+    a813 = {c.control: c for c in with_pitr.controls}["A.8.13"]
+    assert a813.status == "supported" and "restore-from-backup drills: pitr" in a813.evidence
+
+
+def test_one_compliance_catalogue_for_drill_records_and_the_period_report(tmp_path: Path) -> None:
+    assert compliance_refs() == COMPLIANCE
+    assert [(c.framework, c.control, c.how) for c in COMPLIANCE] == [
+        (c.framework, c.control, c.evidenced_by) for c in CONTROLS
+    ]
+    assert set(ASSESSMENTS) == {c.key for c in CONTROLS}
+    report = build(ledger_of(tmp_path, YEAR))
+    assert [(c.framework, c.control, c.requirement) for c in report.controls] == [
+        (c.framework, c.control, c.requirement) for c in CONTROLS
+    ]
+    words = in_words()
+    assert words == (
+        "SOC 2 A1.3, ISO/IEC 27001:2022 A.5.30 and A.8.13, PCI DSS 4.0 12.10.2 and HIPAA 164.308(a)(7)(ii)(D)"
+    )
+    assert f"For {words}." in render_html(report) and f"For {words}." in render_markdown(report)
+
+
 def test_a_broken_ledger_marks_later_runs_unverified_and_no_control_supported(tmp_path: Path) -> None:
     d = ledger_of(tmp_path, YEAR)
     second = sorted(d.glob("000002-*.json"))[0]
@@ -269,6 +311,17 @@ def test_a_broken_ledger_marks_later_runs_unverified_and_no_control_supported(tm
     html = render_html(report)
     assert "<small>LEDGER</small>BROKEN" in html and html.count(">unverified</span>") == 2
     assert "record 3 (000003-r3-q4.json): prev_sha256 does not match record 2" in html
+
+
+def test_an_unreadable_record_is_named_and_the_rest_still_reported(tmp_path: Path) -> None:
+    d = ledger_of(tmp_path, YEAR)
+    second = sorted(d.glob("000002-*.json"))[0]
+    second.write_text("{ not json")
+    report = build(d)
+    assert not report.ledger.ok and report.ledger.unreadable == [second.name]
+    assert report.ledger.records_total == 4
+    assert [(r.seq, r.verified) for r in report.rows] == [(1, True), (3, False), (4, False)]
+    assert second.name in render_html(report)
 
 
 def test_signed_ledger_reports_the_key_fingerprint(tmp_path: Path) -> None:

@@ -9,10 +9,9 @@ import pytest
 
 from firedrill.evidence import EventRecord, EvidenceRecord, write_evidence
 from firedrill.report.chart import MAX_SAMPLES, build_timeline_svg, downsample
+from firedrill.report.formatting import fmt_seconds, md_cell
 from firedrill.report.run_report import (
     ReportPaths,
-    fmt_seconds,
-    md_cell,
     render_from_evidence,
     render_html,
     render_markdown,

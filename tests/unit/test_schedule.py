@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 
+from firedrill import schedule
 from firedrill.errors import ConfigError, TargetError
-from firedrill.schedule import service as schedule
 
 CALLS: list[tuple[list[str], str, str]] = []
 CALLED = threading.Event()
