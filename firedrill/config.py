@@ -111,6 +111,27 @@ class ElastiCacheSettings(BaseModel):
     auth_token: SecretRef | None = None
 
 
+S3_RETENTION_DAYS = 30  # the platform's promise: noncurrent versions of backups kept 30 days
+
+
+class S3Settings(BaseModel):
+    """A versioned backup bucket (the S3 restore drill). The drill writes only under
+    `<prefix>/firedrill-drill/<run id>/` and deletes every version there afterwards."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = ""  # where the backups live; the drill's own prefix goes under it
+    retention_days: int = Field(S3_RETENTION_DAYS, ge=1, le=3650)  # noncurrent versions kept this long
+    replication: bool = False  # true: replication must be configured and a probe object not FAILED
+
+    @field_validator("prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("a prefix cannot contain '..'")
+        return value.strip("/")
+
+
 class NonProdTag(BaseModel):
     """Every resource firedrill touches must carry `key` with one of `allowed` as its value."""
 
@@ -139,6 +160,7 @@ class AwsSettings(BaseModel):
     delete_timeout_s: float = Field(1800.0, gt=0, le=6 * 3600)
     rds: RdsSettings | None = None
     elasticache: ElastiCacheSettings | None = None
+    s3: S3Settings | None = None
 
 
 class Profile(BaseModel):

@@ -21,6 +21,7 @@ from firedrill.targets.local_pitr import open_local_pitr
 from firedrill.targets.local_postgres import LocalPostgresTarget
 from firedrill.targets.local_redis import open_local_redis
 from firedrill.targets.restore_base import RestoreTarget
+from firedrill.targets.s3_bucket import S3Environment, open_s3_environment
 
 Opener = Callable[[Profile], AbstractContextManager[FailoverTarget]]
 RestoreOpener = Callable[[Profile], AbstractContextManager[RestoreTarget]]
@@ -76,4 +77,19 @@ def open_restore_target(profile: Profile) -> AbstractContextManager[RestoreTarge
         raise ConfigError(
             f"no point-in-time restore adapter for a '{profile.kind}' environment (available: {known})"
         )
+    return opener(profile)
+
+
+# Backup buckets (store "s3", the S3 restore drill), by environment kind: one adapter for both.
+BUCKET_ADAPTERS: dict[str, Callable[[Profile], AbstractContextManager[S3Environment]]] = {
+    "local": open_s3_environment,  # moto's S3 in server mode, on loopback
+    "aws": open_s3_environment,  # the profile's [aws.s3] bucket, after its guardrails
+}
+
+
+def open_bucket_target(profile: Profile) -> AbstractContextManager[S3Environment]:
+    opener = BUCKET_ADAPTERS.get(profile.kind)
+    if opener is None:
+        known = ", ".join(sorted(BUCKET_ADAPTERS))
+        raise ConfigError(f"no s3 adapter for a '{profile.kind}' environment (available: {known})")
     return opener(profile)

@@ -1,9 +1,11 @@
 """iam/firedrill-drill-policy.json names every AWS action the code calls, and nothing more.
 
 The code is scanned, not run: every `<client>.<operation>(...)` call (and `get_paginator("op")`) in
-firedrill/aws/ and firedrill/targets/aws_*.py whose name is an operation of a service firedrill uses is
-mapped to its IAM action ("rds:RebootDBInstance"). The service is taken from the receiver
-(`session.rds()`, or a variable assigned from it) when the operation name exists in more than one.
+firedrill/aws/, firedrill/targets/aws_*.py and the S3 adapter (firedrill/targets/s3_bucket.py) whose
+name is an operation of a service firedrill uses is mapped to its IAM action ("rds:RebootDBInstance").
+The service is taken from the receiver (`session.rds()`, or a variable assigned from it) when the
+operation name exists in more than one. S3's IAM actions are not named after its operations
+(ListObjectVersions is s3:ListBucketVersions, a multipart upload is s3:PutObject): S3_IAM maps them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,29 @@ from botocore import xform_name
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "iam" / "firedrill-drill-policy.json"
-SERVICES = ("rds", "elasticache", "sts", "secretsmanager")  # boto3 client name == IAM prefix for these
+SERVICES = ("rds", "elasticache", "sts", "secretsmanager", "s3")  # boto3 client name == IAM prefix
 # Permissions AWS checks on top of the called action (service authorization reference).
 IMPLIED = {"rds:RestoreDBInstanceToPointInTime": {"rds:AddTagsToResource"}}  # Tags= on create
+# S3 operations -> the IAM actions AWS checks for them (the S3 actions reference: "Operations").
+_COPY = {"s3:PutObject", "s3:GetObjectVersion"}  # a copy of a given version: read it, write the key
+S3_IAM = {
+    "s3:ListObjectVersions": {"s3:ListBucketVersions"},
+    "s3:GetBucketLifecycleConfiguration": {"s3:GetLifecycleConfiguration"},
+    "s3:GetBucketReplication": {"s3:GetReplicationConfiguration"},
+    "s3:HeadObject": {"s3:GetObject"},
+    "s3:CreateMultipartUpload": {"s3:PutObject"},
+    "s3:UploadPart": {"s3:PutObject"},
+    "s3:CompleteMultipartUpload": {"s3:PutObject"},
+    "s3:CopyObject": _COPY,
+    "s3:UploadPartCopy": _COPY,
+    # per key: a delete marker (no VersionId) or a version removed (VersionId)
+    "s3:DeleteObjects": {"s3:DeleteObject", "s3:DeleteObjectVersion"},
+}
+
+
+def iam_actions(action: str) -> set[str]:
+    """The IAM actions one scanned call needs."""
+    return S3_IAM.get(action, {action}) | IMPLIED.get(action, set())
 
 
 def _operations() -> dict[str, dict[str, str]]:
@@ -84,8 +106,10 @@ def _policy_actions() -> list[tuple[str, dict[str, object]]]:
 
 
 def code_paths() -> list[Path]:
-    return sorted((ROOT / "firedrill" / "aws").glob("*.py")) + sorted(
-        (ROOT / "firedrill" / "targets").glob("aws_*.py")
+    return (
+        sorted((ROOT / "firedrill" / "aws").glob("*.py"))
+        + sorted((ROOT / "firedrill" / "targets").glob("aws_*.py"))
+        + [ROOT / "firedrill" / "targets" / "s3_bucket.py"]
     )
 
 
@@ -102,13 +126,20 @@ def test_the_scan_finds_the_calls_that_matter() -> None:
         "elasticache:DescribeEvents",
         "elasticache:ListTagsForResource",
         "secretsmanager:GetSecretValue",
+        "s3:GetBucketTagging",
+        "s3:GetBucketVersioning",
+        "s3:ListObjectVersions",
+        "s3:UploadPart",
+        "s3:UploadPartCopy",
+        "s3:DeleteObjects",
     } <= found
+    assert set(S3_IAM) <= found, "an S3 mapping no code needs any more"
 
 
 def test_policy_names_every_action_the_code_calls() -> None:
     needed = set()
     for action in scan(code_paths()):
-        needed |= {action} | IMPLIED.get(action, set())
+        needed |= iam_actions(action)
     granted = [a for a, _ in _policy_actions()]
     missing = sorted(a for a in needed if not any(fnmatch.fnmatchcase(a, g) for g in granted))
     assert not missing, f"iam/firedrill-drill-policy.json lacks: {', '.join(missing)}"
@@ -117,7 +148,7 @@ def test_policy_names_every_action_the_code_calls() -> None:
 def test_policy_grants_nothing_the_code_does_not_call() -> None:
     needed = set()
     for action in scan(code_paths()):
-        needed |= {action} | IMPLIED.get(action, set())
+        needed |= iam_actions(action)
     granted = {a for a, _ in _policy_actions()}
     assert not any("*" in a for a in granted), "no action wildcards in a least-privilege policy"
     assert granted == needed, f"unused: {sorted(granted - needed)}"
@@ -136,6 +167,12 @@ def test_every_mutating_action_is_scoped_by_resource_and_tag() -> None:
             )
     deletes = [st for a, st in _policy_actions() if a == "rds:DeleteDBInstance"]
     assert deletes and all(st["Resource"] == ["arn:aws:rds:*:*:db:firedrill-*"] for st in deletes)
+    # S3 objects: read, written and deleted only under the drill's own prefix; listed only there.
+    for action, st in _policy_actions():
+        if (action.startswith("s3:") and "Object" in action) or action == "s3:AbortMultipartUpload":
+            assert st["Resource"] == ["arn:aws:s3:::*/firedrill-drill/*"], action
+        if action == "s3:ListBucketVersions":
+            assert "firedrill-drill/*" in json.dumps(st["Condition"]["StringLike"]["s3:prefix"])
 
 
 def test_the_scanner_maps_ambiguous_names_by_receiver(tmp_path: Path) -> None:

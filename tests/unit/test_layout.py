@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "firedrill.evidence",
             "firedrill.config",
             "firedrill.measure",
+            "firedrill.object_versions",  # S3 version selection, restore plan, verification; pure
             "firedrill.probes",
             "firedrill.catalogue",
             "firedrill.manifest",
