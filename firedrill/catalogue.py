@@ -47,6 +47,9 @@ class DrillSpec:
     # only when an AWS plan is asked for, so the catalogue never imports boto3-backed adapters.
     aws_plan: str | None = None
     in_all: bool = True  # part of `firedrill run all` and the quarterly schedule
+    # "module:function" f(Profile) -> (checks, changes): the exact local changes, when a drill touches more
+    # than processes in a temp directory (the zone drill's namespaces and links); resolved on demand.
+    local_changes: str | None = None
 
 
 @cache

@@ -22,6 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from firedrill.config_ha import LocalHaSettings, PatroniClusterSettings
+from firedrill.config_knobs import LoadSettings, RedisKnobs, Replication, ServiceSettings, SyncCommit
+from firedrill.config_sentinel import SentinelDeploymentSettings
+from firedrill.config_zones import FisSettings, ZoneSettings
 from firedrill.errors import ConfigError
 
 DEFAULT_CONFIG = Path("firedrill.toml")
@@ -158,26 +162,70 @@ class AwsSettings(BaseModel):
     poll_delay_s: float = Field(10.0, ge=0.01, le=300)  # between status polls of every wait
     failover_timeout_s: float = Field(900.0, gt=0, le=7200)
     delete_timeout_s: float = Field(1800.0, gt=0, le=6 * 3600)
+    lease_ttl_s: float = Field(300.0, ge=1, le=3600)  # one drill per resource: the lease tag's expiry
     rds: RdsSettings | None = None
     elasticache: ElastiCacheSettings | None = None
+    fis: FisSettings | None = None  # the zone outage drill's AWS FIS experiment
     s3: S3Settings | None = None
 
 
 class Profile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
-    kind: Literal["local", "aws"] = "local"
+    kind: Literal["local", "aws", "local-ha", "patroni", "sentinel"] = "local"
     probe: ProbeSettings = ProbeSettings()
     objectives: ObjectiveSettings = ObjectiveSettings()
     recovery_timeout_s: float = Field(120.0, gt=0, le=7200)
-    sync_replication: bool = True
+    sync_replication: bool = True  # kept for old profiles: replication = "sync" (true) or "async"
+    replication: Replication | None = None  # sync, async or quorum; unset: from sync_replication
+    synchronous_commit: SyncCommit = "on"
+    redis: RedisKnobs = RedisKnobs()
+    load: LoadSettings | None = None  # "Given the profile's background load"
+    service: ServiceSettings | None = None  # the service probe's application endpoint
     aws: AwsSettings | None = Field(None, validate_default=True)
+    local_ha: LocalHaSettings = LocalHaSettings()  # kind = "local-ha": the Patroni staging's settings
+    patroni: PatroniClusterSettings | None = Field(None, validate_default=True)  # kind = "patroni"
+    sentinel: SentinelDeploymentSettings | None = Field(None, validate_default=True)  # kind = "sentinel"
+    zones: ZoneSettings = ZoneSettings()  # the zone outage drill: which zone holds what, locally
+
+    @model_validator(mode="after")
+    def _one_replication(self) -> Profile:
+        if self.replication is not None and "sync_replication" in self.model_fields_set:
+            implied = "sync" if self.sync_replication else "async"
+            if implied != self.replication:
+                raise ValueError(
+                    f"sync_replication = {str(self.sync_replication).lower()} contradicts "
+                    f"replication = '{self.replication}' (give replication alone)"
+                )
+        return self
+
+    def replication_mode(self) -> Replication:
+        """sync, async or quorum: `replication`, else what `sync_replication` says."""
+        return self.replication or ("sync" if self.sync_replication else "async")
 
     @field_validator("aws")
     @classmethod
     def _aws_needs_section(cls, value: AwsSettings | None, info: ValidationInfo) -> AwsSettings | None:
         if info.data.get("kind") == "aws" and value is None:
             raise ValueError("kind = 'aws' needs an [profiles.<name>.aws] section")
+        return value
+
+    @field_validator("patroni")
+    @classmethod
+    def _patroni_needs_section(
+        cls, value: PatroniClusterSettings | None, info: ValidationInfo
+    ) -> PatroniClusterSettings | None:
+        if info.data.get("kind") == "patroni" and value is None:
+            raise ValueError("kind = 'patroni' needs a [profiles.<name>.patroni] section")
+        return value
+
+    @field_validator("sentinel")
+    @classmethod
+    def _sentinel_needs_section(
+        cls, value: SentinelDeploymentSettings | None, info: ValidationInfo
+    ) -> SentinelDeploymentSettings | None:
+        if info.data.get("kind") == "sentinel" and value is None:
+            raise ValueError("kind = 'sentinel' needs a [profiles.<name>.sentinel] section")
         return value
 
 
@@ -244,7 +292,7 @@ class Settings(BaseModel):
     archive: ArchiveSettings | None = None
 
 
-BUILTIN = {"local": Profile(name="local")}
+BUILTIN = {"local": Profile(name="local"), "local-ha": Profile(name="local-ha", kind="local-ha")}
 
 
 def _first_error(exc: ValidationError, source: str) -> ConfigError:

@@ -17,9 +17,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from firedrill.errors import ConfigError
+from firedrill.evidence_load import LoadStats, ServiceStats
+from firedrill.evidence_zones import ZoneEvidence
 
-# 1.1: Check.blocking (findings). Readers accept 1.0 records; the ledger hashes stored bytes.
-SCHEMA_VERSION = "1.1"
+# 1.1: Check.blocking (findings). 1.2: optional `load` and `service` (firedrill.evidence_load).
+# 1.3: optional `zones` (firedrill.evidence_zones): a zone outage drill's layout, cuts and per-resource table.
+# Readers accept 1.0 and 1.1 records; the ledger hashes stored bytes.
+SCHEMA_VERSION = "1.3"
 
 Verdict = Literal["passed", "failed", "error", "aborted"]
 
@@ -180,6 +184,9 @@ class EvidenceRecord(_Frozen):
     timeline: list[EventRecord]
     samples: list[SampleRecord]
     probe_stats: ProbeStats | None = None
+    load: LoadStats | None = None  # background load beside the canary (1.2)
+    service: ServiceStats | None = None  # service-level probe through the application (1.2)
+    zones: ZoneEvidence | None = None  # zone outage drill: layout, cuts, RTO and loss per resource (1.3)
     signoff: list[SignOff]
     compliance: list[ControlRef]
     prev_sha256: str | None = None  # hash chain link, set by the ledger

@@ -46,7 +46,26 @@ DRILL_MARKERS = {
     "aws": "runs against AWS",
     "calibration": "calibration against injected ground truth",
     "slow": "long-running",
+    "load": "runs under a background load",
 }
+# Which environment a scenario needs, by its tag, and the profile kind that provides it. A scenario
+# with environment tags runs only on a profile whose kind maps to one of them; an untagged one
+# runs everywhere.
+ENV_TAGS = {
+    "local": "local",
+    "aws": "aws",
+    "local-ha": "local_ha",
+    "patroni": "patroni",
+    "sentinel": "sentinel",
+}
+ENV_NEEDS = {
+    "local": "the local staging",
+    "aws": "an AWS profile",
+    "local_ha": "the local HA staging (Patroni + etcd)",
+    "patroni": "a Patroni cluster profile",
+    "sentinel": "a Redis Sentinel profile",
+}
+DRILL_MARKERS.update({tag: f"needs {need}" for tag, need in ENV_NEEDS.items() if tag not in DRILL_MARKERS})
 _INTERRUPTED = threading.Event()
 
 
@@ -140,8 +159,8 @@ def _install_signal_handlers() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """@local scenarios need the embedded staging; @aws ones need an AWS profile. Only a session
-    that runs drills takes over SIGTERM."""
+    """A scenario tagged for an environment (@local, @aws, @local_ha, @patroni, @sentinel) runs only
+    on a profile of that kind (ENV_TAGS). Only a session that runs drills takes over SIGTERM."""
     drills = [item for item in items if item.getparent(FeatureFile) is not None]
     if not drills:
         return
@@ -150,11 +169,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kind = _profile_from(config).kind
     except HarnessError:  # a bad profile is reported by the `profile` fixture, as one line
         return
+    wanted = ENV_TAGS.get(kind)
     for item in drills:
-        if kind != "local" and item.get_closest_marker("local"):
-            item.add_marker(pytest.mark.skip(reason="needs the local staging (@local)"))
-        if kind != "aws" and item.get_closest_marker("aws"):
-            item.add_marker(pytest.mark.skip(reason="needs an AWS profile (@aws)"))
+        tags = [tag for tag in ENV_NEEDS if item.get_closest_marker(tag)]
+        if tags and wanted not in tags:
+            needs = " or ".join(f"{ENV_NEEDS[t]} (@{t})" for t in tags)
+            item.add_marker(pytest.mark.skip(reason=f"needs {needs}"))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -51,6 +51,11 @@ class EventKind(StrEnum):
     RESTORE_DONE = "restore_done"
     NOTE = "note"
     ERROR = "error"
+    # What an HA manager (Patroni) was seen doing, by a watcher polling its DCS and REST API.
+    HA_ROLES = "ha_roles"  # the leader key holder and every node's role@timeline, on each change
+    LEADER_LOST = "leader_lost"  # the leader key was seen gone (expired, or released)
+    LEADER_ELECTED = "leader_elected"  # the leader key was seen held by a node (detail: its name)
+    NEW_PRIMARY = "new_primary"  # a node other than the pre-fault primary reports running as primary
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,9 @@ from firedrill.config import AwsSettings, Profile, SecretRef
 from firedrill.errors import ConfigError, DeadlineExceeded, HarnessError, SteadyStateNotMet
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_elasticache import ElastiCacheClient
+    from mypy_boto3_fis import FISClient
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sts import STSClient
@@ -78,6 +80,8 @@ class AwsSession:
         self._elasticache: ElastiCacheClient | None = None
         self._sts: STSClient | None = None
         self._secretsmanager: SecretsManagerClient | None = None
+        self._fis: FISClient | None = None
+        self._cloudwatch: CloudWatchClient | None = None
 
     @property
     def boto_session(self) -> boto3.Session:
@@ -99,6 +103,18 @@ class AwsSession:
         if self._sts is None:
             self._sts = self._boto.client("sts", config=self._config, endpoint_url=self._endpoint)
         return self._sts
+
+    def fis(self) -> FISClient:
+        if self._fis is None:
+            self._fis = self._boto.client("fis", config=self._config, endpoint_url=self._endpoint)
+        return self._fis
+
+    def cloudwatch(self) -> CloudWatchClient:
+        if self._cloudwatch is None:
+            self._cloudwatch = self._boto.client(
+                "cloudwatch", config=self._config, endpoint_url=self._endpoint
+            )
+        return self._cloudwatch
 
     def secretsmanager(self) -> SecretsManagerClient:
         if self._secretsmanager is None:

@@ -41,6 +41,16 @@ def print_summary(records: list[EvidenceRecord], paths: list[Path]) -> None:
                 f"  lost writes  {m.lost_writes} of {m.acknowledged_writes} acknowledged"
                 + (f" (seq {', '.join(map(str, m.lost_seqs[:10]))})" if m.lost_seqs else "")
             )
+        if record.load is not None:
+            L = record.load
+            lost = "not verified" if L.lost_writes is None else f"{L.lost_writes} lost"
+            more = " ..." if len(L.lost_seqs) > 10 else ""
+            seqs = f" (seq {', '.join(map(str, L.lost_seqs[:10]))}{more})" if L.lost_seqs else ""
+            rate = f"{L.achieved_per_s:,.0f} of {L.requested_per_s:,.0f} ops/s"
+            click.echo(
+                f"  load         {L.writers} writers, {rate}; "
+                f"{lost} of {L.acknowledged_writes:,} acknowledged writes{seqs}"
+            )
         for c in record.checks:
             if not c.passed:
                 label = "FAILED check" if c.blocking else "finding"

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import click
 
-from firedrill.staging.common import pid_alive, remove_tree, workdir_owner
+from firedrill.staging.common import pid_alive, pids_naming, remove_tree, workdir_owner
+from firedrill.staging.patroni import WORKDIR_PREFIX as HA_PREFIX
+from firedrill.staging.patroni import PatroniStaging
 from firedrill.staging.postgres import PgStaging
 from firedrill.staging.redis_sentinel import RedisSentinelStaging
+from firedrill.staging.zones import sweep as sweep_zones
 
-_STAGING_DIRS = ("firedrill-pg-", "firedrill-redis-")
+_STAGING_DIRS = ("firedrill-pg-", "firedrill-redis-", HA_PREFIX)
 
 
 @click.group()
@@ -26,8 +29,12 @@ def staging() -> None:
 
 @staging.command()
 @click.option("--no-redis", is_flag=True, help="PostgreSQL only.")
-def up(no_redis: bool) -> None:
+@click.option("--ha", is_flag=True, help="The HA staging instead: etcd x3, Patroni x3, HAProxy.")
+def up(no_redis: bool, ha: bool) -> None:
     """Start PostgreSQL primary + standby (and Redis + Sentinels); stop them on Ctrl-C."""
+    if ha:
+        _up_ha()
+        return
     try:
         with contextlib.ExitStack() as stack:
             pg = stack.enter_context(PgStaging())
@@ -57,50 +64,53 @@ def up(no_redis: bool) -> None:
     click.echo("staging stopped")
 
 
+def _up_ha() -> None:
+    try:
+        with PatroniStaging() as ha:
+            assert ha.etcd is not None
+            click.echo(f"Patroni cluster '{ha.scope}' in {ha.workdir} (started in {ha.started_s or 0:.1f} s)")
+            click.echo(f"  application endpoint (HAProxy -> /primary): {ha.endpoint_address}")
+            for node in ha.nodes:
+                click.echo(f"  {node.name:<8} REST {node.rest_url:<24} psql '{node.conninfo()}'")
+            click.echo(f"  etcd     {ha.etcd.hosts}  leader key {ha.leader_key}")
+            click.echo("Ctrl-C stops everything.")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    click.echo("staging stopped")
+
+
 def _leftovers(tmp: Path) -> list[Path]:
     return sorted(p for p in tmp.iterdir() if p.is_dir() and p.name.startswith(_STAGING_DIRS))
-
-
-def _processes_using(path: Path) -> list[int]:
-    """Server processes whose command line names a directory of the staging."""
-    pids: list[int] = []
-    needle = str(path)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = (
-                Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            )
-        except OSError:
-            continue
-        if needle in cmdline:
-            pids.append(int(entry))
-    return pids
 
 
 @staging.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be stopped and removed.")
 @click.option("--force", is_flag=True, help="Also stagings whose firedrill process is still running.")
 def down(dry_run: bool, force: bool) -> None:
-    """Stop servers and remove temp dirs that an interrupted or killed firedrill left behind."""
+    """Stop servers and remove temp dirs (and zone namespaces) an interrupted or killed firedrill left."""
     tmp = Path(tempfile.gettempdir())
+    swept = sweep_zones(dry_run=dry_run, force=force)  # first: it stops what still runs inside them
+    for line in swept:
+        click.echo(line)
     found = _leftovers(tmp)
     if not found:
-        click.echo("nothing left behind")
+        if not swept:
+            click.echo("nothing left behind")
         return
     for path in found:
         owner = workdir_owner(path)
         if owner is not None and pid_alive(owner) and not force:
             click.echo(f"keeping {path}: in use by firedrill process {owner} (--force to remove)")
             continue
-        pids = _processes_using(path)
+        pids = pids_naming(str(path))  # server processes naming a directory of the staging
         # Redis rewrites its process title to "redis-server 127.0.0.1:PORT": match it by the ports
         # in the staging's config files (one per node, in per-node subdirectories).
         for conf in path.rglob("*.conf"):
             port = re.search(r"^port (\d+)", conf.read_text(errors="replace"), re.M)
             if port:
-                pids += _processes_using(Path(f"127.0.0.1:{port.group(1)}"))
+                pids += pids_naming(f"127.0.0.1:{port.group(1)}")
         click.echo(
             f"{'would remove' if dry_run else 'removing'} {path}"
             + (f" and stop pids {sorted(set(pids))}" if pids else "")

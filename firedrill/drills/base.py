@@ -47,6 +47,21 @@ DEFAULT_SIGNOFF = ("Drill operator", "Service owner", "Auditor / reviewer")
 COMPLIANCE: tuple[ControlRef, ...] = compliance_refs()
 
 
+class Traffic(Protocol):
+    """Traffic beside the canary (a background load, a service probe): started with the probes,
+    stopped with them, and folded into the evidence before the verdict (`firedrill.drills.load`)."""
+
+    def start(self, run: DrillRun) -> None: ...
+
+    def stop(self, run: DrillRun) -> None:
+        """Stop (idempotent) and read back what it wrote, while the recovered store is fresh."""
+        ...
+
+    def conclude(self, run: DrillRun, values: dict[str, float | None]) -> dict[str, Any]:
+        """Add its checks, fold its figures into the objectives' `values`; return evidence fields."""
+        ...
+
+
 class SteadyStateSource(Protocol):
     def describe(self) -> TargetDescription: ...
 
@@ -134,12 +149,18 @@ class DrillRun:
     evidence: EvidenceRecord | None = None
     evidence_path: Path | None = None
     _probes: list[CanaryWriter] = field(default_factory=list)
+    traffic: list[Traffic] = field(default_factory=list)
     _started_mono: float = field(default_factory=time.monotonic)
     _started_wall: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         if not self.run_id:
             self.run_id = new_run_id(self.drill)
+
+    @property
+    def started_mono(self) -> float:
+        """The drill's start on the monotonic clock: the evidence's t = 0."""
+        return self._started_mono
 
     @property
     def run_dir(self) -> Path:
@@ -164,11 +185,15 @@ class DrillRun:
         self.mark(EventKind.STEADY_STATE_OK, detail)
 
     def start_probe(self, name: str, factory: SessionFactory) -> None:
+        for traffic in self.traffic:  # the background load first: the probes' baseline is under it
+            traffic.start(self)
         probe = CanaryWriter(name, factory, self.timeline, self.probe_config)
         self._probes.append(probe)
         probe.start()
 
     def stop_probes(self) -> None:
+        for traffic in self.traffic:
+            traffic.stop(self)
         if not self._probes:
             return
         for probe in self._probes:
@@ -193,8 +218,12 @@ class DrillRun:
         if self.evidence is not None:
             return self.evidence
         self.stop_probes()
+        values = dict(values)
+        extras: dict[str, Any] = {}
+        for traffic in self.traffic:
+            extras.update(traffic.conclude(self, values))
         verdicts = judge(self.objectives.as_list(), values)
-        record = self._record(measurements, verdicts)
+        record = self._record(measurements, verdicts).model_copy(update=extras)
         self.evidence = record
         self.evidence_path = write_evidence(record, self.run_dir)
         # Ledger (chained record rewritten to evidence.json), webhook, metrics; never raises.

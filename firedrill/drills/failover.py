@@ -13,10 +13,14 @@ from dataclasses import dataclass
 
 from firedrill.catalogue import BUILTIN_FEATURES, DrillSpec, LocalPlan
 from firedrill.drills.base import DrillRun, loss_measurements, round6
+from firedrill.drills.exclusive import hold_lease, release_lease
+from firedrill.drills.ha import review as review_ha
+from firedrill.drills.ha import start_watch, stop_watch
 from firedrill.errors import DeadlineExceeded, HarnessError, TargetError
 from firedrill.evidence import EvidenceRecord, Measurements
 from firedrill.measure import LossResult, OutageResult, measure_loss, measure_outage
 from firedrill.targets.base import FailoverTarget, FaultKind, FaultSpec
+from firedrill.targets.lease import LeaseKeeper
 from firedrill.timeline import EventKind, Op, Sample
 
 SPEC = DrillSpec(
@@ -25,7 +29,12 @@ SPEC = DrillSpec(
     feature=BUILTIN_FEATURES / "failover.feature",
     category="failover",
     stores=("postgres",),
-    steps=("firedrill.steps.failover", "firedrill.steps.aws"),
+    steps=(
+        "firedrill.steps.failover",
+        "firedrill.steps.aws",
+        "firedrill.steps.load",
+        "firedrill.steps.patroni",
+    ),
     local_plan=LocalPlan(
         starts="a PostgreSQL primary and a streaming standby",
         faults="kill / stop / freeze the primary, cut the network to it",
@@ -59,17 +68,20 @@ class FailoverDrill:
         self._recovered_nodes: frozenset[str] | None = None
         self._outage: OutageResult | None = None
         self._loss: LossResult | None = None
+        self._lease: LeaseKeeper | None = None  # one drill per target: held from steady state to evidence
 
     # ---- steps (each one a Gherkin step) ----------------------------------------------------------
     def establish_steady_state(self) -> None:
         if self._started:
             return
         self._started = True
+        self._lease = hold_lease(self.target, self.run)  # before anything else: a second drill stops here
         s = self.settings
         self.run.check_steady_state(self.target, max_lag_s=s.max_lag_s, timeout_s=s.steady_timeout_s)
         self.target.prepare_canary(self.run.run_id)
         self.run.start_probe("writer", self.target.session_factory(self.run.run_id, self.run.probe_config))
         self.run.mark(EventKind.PROBES_STARTED, f"{self.run.probe_config.rate_hz:g} Hz")
+        start_watch(self.target, self.run)  # an HA manager's own view (leader key, roles), if it has one
         time.sleep(s.baseline_s)
         ok = sum(1 for smp in self.run.timeline.snapshot()[0] if smp.ok)
         if ok == 0:
@@ -162,6 +174,7 @@ class FailoverDrill:
                 raise
         finally:
             self.run.stop_probes()
+            stop_watch(self.target)
         self._restore_safely()
         return self._finish_safely()
 
@@ -203,6 +216,7 @@ class FailoverDrill:
             self._outage = outage
             self._check_stale_acks(outage, samples)
             loss = self._loss
+            ha = review_ha(self.run, outage, self.fault)  # None unless an HA manager was watched
             m = Measurements(
                 rto_s=round6(outage.rto_s),
                 recovered=outage.recovered,
@@ -211,11 +225,12 @@ class FailoverDrill:
                 failed_writes=outage.failed_writes,
                 **loss_measurements(loss),
                 recovered_node=outage.recovered_node,
-                phases=list(outage.phases),
+                phases=ha.phases if ha and ha.phases else list(outage.phases),
                 extra={
                     "stale_acks": outage.stale_acks,
                     "max_gap_s": round6(outage.max_gap_s),
                     "fault_duration_s": self.fault.duration_s or None,
+                    **(ha.extra if ha else {}),
                 },
             )
             values = {
@@ -223,7 +238,10 @@ class FailoverDrill:
                 "rpo": loss.window_s if loss else None,
                 "lost_writes": float(loss.lost) if loss else None,
             }
-        return self.run.finish(m, values)
+        record = self.run.finish(m, values)
+        release_lease(self._lease)
+        self._lease = None
+        return record
 
 
 def _stale_lost(

@@ -18,10 +18,12 @@ from enum import StrEnum
 
 from firedrill.catalogue import BUILTIN_FEATURES, DrillSpec, LocalPlan
 from firedrill.drills.base import DrillRun, Objectives, round6
+from firedrill.drills.exclusive import hold_lease, release_lease
 from firedrill.errors import HarnessError, TargetError
 from firedrill.evidence import EvidenceRecord, Measurements, Objective, Phase
 from firedrill.measure import PitrCheck, check_pitr
 from firedrill.staging.pg_restore import lsn_to_int
+from firedrill.targets.lease import LeaseKeeper
 from firedrill.targets.restore_base import (
     AppDataState,
     BackupInfo,
@@ -139,6 +141,7 @@ class PitrDrill:
     _verified: _Verified | None = None
     refusal: RestoreRefused | None = None
     _dropped: bool = False
+    _lease: LeaseKeeper | None = None  # one drill per source: held from the first step to the evidence
 
     @property
     def objectives(self) -> PitrObjectives:
@@ -150,6 +153,8 @@ class PitrDrill:
         """The newest base backup and its age; a stale one is a finding (the backup_age objective)."""
         if self._backup is not None:
             return self._backup
+        if self._lease is None:  # before anything else: a second drill stops here
+            self._lease = hold_lease(self.target, self.run)
         self.run.target = self.target.describe()
         backup = self.target.newest_backup()
         self._backup = backup
@@ -414,7 +419,10 @@ class PitrDrill:
         except HarnessError as exc:
             self.run.record_failure(exc)
         measurements, values = self._measure()
-        return self.run.finish(measurements, values)
+        record = self.run.finish(measurements, values)
+        release_lease(self._lease)
+        self._lease = None
+        return record
 
     def _measure(self) -> tuple[Measurements, dict[str, float | None]]:
         samples, _ = self.run.timeline.snapshot()

@@ -3,7 +3,9 @@
 On AWS the plan runs the same guardrails as a drill (account, then tags on every resource it would
 touch), reads the resources' current state, and asks the adapter what it would do. Only read-only
 calls are made (`sts:GetCallerIdentity`, `Describe*`, `List*`); tests hold it to that. Which adapter
-plans a drill is the drill's own declaration in the catalogue.
+plans a drill is the drill's own declaration in the catalogue. Elsewhere the adapter for the drill's
+store and the environment kind plans it when it can (`factory.PLANNERS`: the HA staging, systems someone
+else runs), else the drill's own local text does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from firedrill.catalogue import DrillSpec, get_drill
 from firedrill.config import Profile
 from firedrill.errors import ConfigError
 from firedrill.targets.base import Change, Plannable
+from firedrill.targets.factory import adapter_planner
+from firedrill.targets.lease import LeasedTarget, PlannedLease
 
 
 @dataclass
@@ -49,6 +53,10 @@ def _local_plan(spec: DrillSpec, profile: Profile) -> Plan:
         Change("local", "fault", spec.local_plan.faults, "one per scenario, as the feature says"),
         Change("local", "teardown", "every process and the temp directory", "always, also on failure"),
     ]
+    if spec.local_changes is not None:  # the drill lists exactly what it creates and cuts
+        exact: Callable[[Profile], tuple[list[str], list[Change]]] = resolve_name(spec.local_changes)
+        checks, plan.changes[1:2] = exact(profile)
+        plan.checks += checks
     return plan
 
 
@@ -56,6 +64,13 @@ def make_plan(drill: str, profile: Profile, session: AwsSession | None = None) -
     """The plan of `drill` on `profile`. `session` is for tests; by default one is made from the
     profile."""
     spec = get_drill(drill)
+    # The adapter's own lines: what the HA staging starts; a system someone else runs: its guardrails
+    # (read-only calls), then every call and command a drill makes. A drill listing its exact local
+    # changes (the zone drill's namespaces) keeps them.
+    adapter = adapter_planner(spec.stores, profile.kind) if spec.local_changes is None else None
+    if adapter is not None:
+        checks, changes = adapter(profile)
+        return Plan(spec.name, profile.name, checks=checks, changes=changes)
     if profile.kind != "aws":
         return _local_plan(spec, profile)
     if spec.aws_plan is None:
@@ -66,4 +81,8 @@ def make_plan(drill: str, profile: Profile, session: AwsSession | None = None) -
     plan = Plan(drill, profile.name, checks=[f"AWS account {ident.account} is allowed ({ident.arn})"])
     plan.checks += [f"{target.label}: tagged {target.guardrail}", *target.plan_checks()]
     plan.changes = target.plan(rate_hz=profile.probe.rate_hz)
+    lease = target.drill_lease() if isinstance(target, LeasedTarget) else None
+    if isinstance(lease, PlannedLease):  # one drill at a time: the lease taken first, given back last
+        take, give = lease.plan_changes()
+        plan.changes = [*take, *plan.changes, *give]
     return plan

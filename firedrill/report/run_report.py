@@ -23,7 +23,9 @@ from firedrill.report.formatting import (
     fmt_scalar,
     fmt_seconds,
 )
+from firedrill.report.load_chart import load_context
 from firedrill.report.templating import ReportPaths, environment
+from firedrill.report.zone_chart import zone_context
 
 HTML_TEMPLATE = "report.html.j2"
 MD_TEMPLATE = "report.md.j2"
@@ -160,6 +162,8 @@ def _context(record: EvidenceRecord, *, with_chart: bool) -> dict[str, object]:
         "chart_svg": Markup(build_timeline_svg(record)) if with_chart else "",
         "renderer": f"firedrill {__version__}",
         "objectives": {o.name: o for o in record.objectives},
+        **load_context(record, with_chart=with_chart),  # the background load and service sections
+        **zone_context(record, with_chart=with_chart),  # the zone drill's lanes chart
     }
 
 

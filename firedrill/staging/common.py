@@ -130,6 +130,24 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def pids_naming(needle: str) -> list[int]:
+    """Every other process whose command line contains `needle` (a staging's directory, say): the
+    servers a killed run left, or those a host command started outside the staging's knowledge."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = (
+                Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(int(entry))
+    return found
+
+
 def children_of(pid: int) -> list[int]:
     """Direct children of `pid`, read from /proc (no psutil needed for one field)."""
     kids: list[int] = []

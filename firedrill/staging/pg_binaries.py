@@ -3,6 +3,9 @@
 PostgreSQL refuses to run as root; CI runs as root, so every server-side binary is run as the
 `postgres` OS user (only the binaries: Python itself never re-launches as that user, because a venv in
 root's home directory is not readable by it).
+
+What every staging running those servers needs of one of them is here too: its postmaster's pid and
+a connection to it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import psycopg
 
 from firedrill.errors import StagingError
 
@@ -129,3 +135,31 @@ def run_tool(
         last = detail[-1] if detail else f"exit {proc.returncode}"
         raise StagingError(f"{what} failed: {last}")
     return proc
+
+
+def read_postmaster_pid(datadir: Path) -> int | None:
+    """The pid on the first line of the data directory's postmaster.pid; None while there is none."""
+    try:
+        return int((datadir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ServerNode(Protocol):
+    """A PostgreSQL server of a staging, as `connect_node` needs it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    def conninfo(self, dbname: str) -> str: ...
+
+
+def connect_node(node: ServerNode, dbname: str) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection to `node`; a failure is one StagingError naming the node."""
+    try:
+        return psycopg.connect(node.conninfo(dbname), autocommit=True)
+    except psycopg.Error as exc:
+        raise StagingError(f"cannot connect to {node.name} ({node.address}): {exc}".strip()) from exc

@@ -38,7 +38,7 @@ from firedrill.staging.common import (
     untrack,
     wait_until,
 )
-from firedrill.staging.pg_binaries import PgBinaries, run_tool, service_user
+from firedrill.staging.pg_binaries import PgBinaries, read_postmaster_pid, run_tool, service_user
 from firedrill.staging.postgres import SUPERUSER, PgStaging
 
 BASEBACKUP_METHOD = "pg_basebackup -c fast -X stream"
@@ -207,7 +207,7 @@ class RestoredCluster:
     def stop(self) -> None:
         """Stop the server (immediate: its data is thrown away) and delete its data directory.
         Never raises; safe to call twice."""
-        pid = _postmaster_pid(self.datadir)
+        pid = read_postmaster_pid(self.datadir)
         if pid is not None and pid_alive(pid):
             _stop_postmaster(self, pid)
         reap_zombies("postgres")
@@ -331,7 +331,7 @@ def _wait_promoted(cluster: RestoredCluster, *, deadline: float) -> None:
     free of "not accepting connections" lines."""
     last = "still in recovery"
     while True:
-        pid = _postmaster_pid(cluster.datadir)
+        pid = read_postmaster_pid(cluster.datadir)
         if pid is None or not pid_alive(pid):
             raise StagingError("the server exited during recovery")
         if _pm_status(cluster.datadir) == "ready":
@@ -394,13 +394,6 @@ def _stop_postmaster(cluster: RestoredCluster, pid: int) -> None:
         signal_tree(pid, signal.SIGKILL)
         with contextlib.suppress(DeadlineExceeded):
             wait_until(f"{cluster.name} killed", lambda: not pid_alive(pid), timeout_s=10, interval_s=0.02)
-
-
-def _postmaster_pid(datadir: Path) -> int | None:
-    try:
-        return int((datadir / "postmaster.pid").read_text().splitlines()[0])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _require(staging: PgStaging) -> tuple[Path, PgBinaries]:

@@ -29,7 +29,15 @@ from firedrill.staging.common import (
     untrack,
     wait_until,
 )
-from firedrill.staging.pg_binaries import PgBinaries, find_binaries, run_tool, service_user
+from firedrill.staging.pg_binaries import (
+    PgBinaries,
+    connect_node,
+    find_binaries,
+    read_postmaster_pid,
+    run_tool,
+    service_user,
+)
+from firedrill.staging.placement import LOOPBACK, Placements, command, placed
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +48,12 @@ DATABASE = "firedrill"
 @dataclass(frozen=True, slots=True)
 class PgStagingConfig:
     sync_replication: bool = True  # like RDS Multi-AZ: a commit is acknowledged once the standby has it
+    quorum: bool = False  # with sync_replication: synchronous_standby_names = 'ANY 1 (*)' instead of '*'
+    synchronous_commit: str = "on"  # on, remote_write, remote_apply, local, off (every node, reloadable)
     start_timeout_s: float = 30.0
     extra_settings: tuple[tuple[str, str], ...] = ()
+    placement: Placements = ()  # per node name: listen address + launcher (zones); default loopback
+    trusted_networks: tuple[str, ...] = ()  # pg_hba "trust" for these CIDRs too (the zones' subnet)
 
 
 @dataclass
@@ -51,20 +63,17 @@ class PgNode:
     datadir: Path
     logfile: Path
     role: str  # "primary" | "standby" | "down"
+    host: str = LOOPBACK
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def postmaster_pid(self) -> int | None:
-        try:
-            first = (self.datadir / "postmaster.pid").read_text().splitlines()[0]
-            return int(first)
-        except (OSError, IndexError, ValueError):
-            return None
+        return read_postmaster_pid(self.datadir)
 
     def conninfo(self, dbname: str = DATABASE) -> str:
-        return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={dbname} connect_timeout=2"
+        return f"host={self.host} port={self.port} user={SUPERUSER} dbname={dbname} connect_timeout=2"
 
 
 @dataclass(eq=False)  # identity-hashed: tracked in a set for atexit teardown
@@ -128,9 +137,11 @@ class PgStaging:
             (self.workdir / sub).mkdir()
         if self._user:
             chown_tree(self.workdir, self._user)
-        primary = PgNode("pg-a", free_port(), self.workdir / "pg-a", self.workdir / "logs/pg-a.log", "down")
-        standby = PgNode("pg-b", free_port(), self.workdir / "pg-b", self.workdir / "logs/pg-b.log", "down")
-        self.nodes = [primary, standby]
+        self.nodes = [
+            PgNode(n, free_port(), self.workdir / n, self.workdir / f"logs/{n}.log", "down", self._host(n))
+            for n in ("pg-a", "pg-b")
+        ]
+        primary, standby = self.nodes
         self._tool(
             [
                 "initdb",
@@ -165,7 +176,7 @@ class PgStaging:
                 "-D",
                 str(node.datadir),
                 "-h",
-                "127.0.0.1",
+                source.host,
                 "-p",
                 str(source.port),
                 "-U",
@@ -178,6 +189,7 @@ class PgStaging:
                 "--no-sync",
             ],
             what=f"pg_basebackup of {node.name} from {source.name}",
+            node=node.name,  # run in the new standby's zone: it must reach the source from there
         )
         self._write_role_config(node, primary=False)
         self._start_node(node)
@@ -185,6 +197,17 @@ class PgStaging:
         if self.config.sync_replication:
             self._write_role_config(source, primary=True)
             with self.connect(source) as conn:
+                conn.execute("SELECT pg_reload_conf()")
+
+    def reconfigure(self, config: PgStagingConfig) -> None:
+        """Change the replication knobs (sync/async/quorum, synchronous_commit) of the running staging:
+        each node's role file is rewritten and reloaded; no restart, no topology change."""
+        self.config = config
+        for node in self.nodes:
+            if node.role == "down":
+                continue
+            self._write_role_config(node, primary=node.role == "primary")
+            with self.connect(node) as conn:
                 conn.execute("SELECT pg_reload_conf()")
 
     def stop(self) -> None:
@@ -320,19 +343,24 @@ class PgStaging:
 
     # ---- plumbing ------------------------------------------------------------------------------
     def connect(self, node: PgNode, *, dbname: str = DATABASE) -> psycopg.Connection[tuple[object, ...]]:
-        try:
-            return psycopg.connect(node.conninfo(dbname), autocommit=True)
-        except psycopg.Error as exc:
-            raise StagingError(f"cannot connect to {node.name} ({node.address}): {exc}".strip()) from exc
+        return connect_node(node, dbname)
 
     def server_version(self) -> str:
         return self.binaries.version if self.binaries else "unknown"
 
-    def _tool(self, args: list[str], *, what: str, timeout_s: float | None = None) -> None:
+    def _host(self, node: str) -> str:
+        return placed(self.config.placement, node).host
+
+    def _tool(
+        self, args: list[str], *, what: str, timeout_s: float | None = None, node: str | None = None
+    ) -> None:
         assert self.binaries is not None and self.workdir is not None
+        cmd, user = command(
+            placed(self.config.placement, node), [self.binaries.tool(args[0]), *args[1:]], self._user
+        )
         run_tool(
-            [self.binaries.tool(args[0]), *args[1:]],
-            user=self._user,
+            cmd,
+            user=user,
             home=self.workdir,
             timeout_s=timeout_s or self.config.start_timeout_s,
             what=what,
@@ -360,6 +388,12 @@ class PgStaging:
             "include_if_exists": "'firedrill_role.conf'",
         }
         settings.update(dict(self.config.extra_settings))
+        with (datadir / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+            hba.writelines(
+                f"host {db} all {net} trust\n"
+                for net in self.config.trusted_networks
+                for db in ("all", "replication")
+            )
         lines = [f"{k} = {v}" for k, v in settings.items()]
         conf = datadir / "postgresql.conf"
         with conf.open("a", encoding="utf-8") as fh:
@@ -368,14 +402,19 @@ class PgStaging:
     def _write_role_config(self, node: PgNode, *, primary: bool) -> None:
         """Per-node settings kept out of postgresql.conf, since pg_basebackup copies that file:
         a promoted standby must not wait for a synchronous standby it does not have."""
-        names = "'*'" if primary and self.config.sync_replication else "''"
+        names = "''"
+        if primary and self.config.sync_replication:
+            names = "'ANY 1 (*)'" if self.config.quorum else "'*'"
         path = node.datadir / "firedrill_role.conf"
-        path.write_text(f"synchronous_standby_names = {names}\n", encoding="utf-8")
+        path.write_text(
+            f"synchronous_standby_names = {names}\nsynchronous_commit = '{self.config.synchronous_commit}'\n",
+            encoding="utf-8",
+        )
         if self._user:
             chown_tree(path, self._user)
 
     def _start_node(self, node: PgNode) -> None:
-        opts = f"-p {node.port}"
+        opts = f"-p {node.port} -h {node.host}"
         self._tool(
             [
                 "pg_ctl",
@@ -391,6 +430,7 @@ class PgStaging:
                 "start",
             ],
             what=f"start of {node.name}",
+            node=node.name,
         )
 
     def _stop_node(self, node: PgNode, *, mode: str) -> None:

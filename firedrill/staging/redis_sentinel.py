@@ -56,6 +56,7 @@ from firedrill.staging.common import (
     signal_tree,
     wait_until,
 )
+from firedrill.staging.placement import Placements, placed
 from firedrill.staging.redis_topology import (
     HOST,
     QUORUM,
@@ -88,6 +89,7 @@ class RedisStagingConfig:
     command_timeout_s: float = 0.5  # socket (connect) timeout of every control command
     start_timeout_s: float = 15.0
     stop_grace_s: float = 5.0  # SIGTERM to SIGKILL
+    placement: Placements = ()  # per server name: listen address + launcher (zones); default loopback
 
     def __post_init__(self) -> None:
         if self.appendfsync not in ("everysec", "always", "no"):
@@ -106,11 +108,11 @@ class RedisNode(Server):
 
     @property
     def host(self) -> str:
-        return HOST
+        return placed(self._staging.config.placement, self.name).host
 
     @property
     def address(self) -> tuple[str, int]:
-        return (HOST, self.port)
+        return (self.host, self.port)
 
     @property
     def pid(self) -> int | None:
@@ -211,6 +213,8 @@ class RedisSentinelStaging:
         node_ports = dict(zip(NODE_NAMES, ports[: len(NODE_NAMES)], strict=True))
         sentinel_ports = dict(zip(SENTINEL_NAMES, ports[len(NODE_NAMES) :], strict=True))
         master_port = node_ports[NODE_NAMES[0]]
+        hosts = {p: placed(cfg.placement, n).host for n, p in (node_ports | sentinel_ports).items()}
+        self._clients.hosts = {p: h for p, h in hosts.items() if h != HOST}
 
         for name, port in node_ports.items():
             replicaof = None if port == master_port else master_port
@@ -287,7 +291,7 @@ class RedisSentinelStaging:
         return [(p.name, p.port) for p in self._procs.values() if p.sentinel]
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
-        return [(HOST, port) for _, port in self.sentinels]
+        return [(self._clients.host(port), port) for _, port in self.sentinels]
 
     def pids(self) -> dict[str, int]:
         """Pid of every running process (nodes and Sentinels), by name."""
@@ -415,7 +419,7 @@ class RedisSentinelStaging:
         self._start_as_replica(self._proc_of(node), master_port)
 
     def _start_as_replica(self, proc: _Proc, master_port: int) -> None:
-        self._start_proc(proc, ["--replicaof", HOST, str(master_port)])
+        self._start_proc(proc, ["--replicaof", self._clients.host(master_port), str(master_port)])
 
     def _start_proc(self, proc: _Proc, args: list[str]) -> None:
         if proc.running():
@@ -477,7 +481,10 @@ class RedisSentinelStaging:
         assert self.workdir is not None
         d = self.workdir / name
         d.mkdir()
-        common = [f"port {port}", f"bind {HOST}", "daemonize no", f'dir "{d}"', f'logfile "{d / kind}.log"']
+        host = placed(self.config.placement, name).host
+        common = [f"port {port}", f"bind {host}", "daemonize no", f'dir "{d}"', f'logfile "{d / kind}.log"']
+        # A zone address is only reachable from the staging's own namespaces; protected mode refuses them.
+        common += [] if host.startswith("127.") else ["protected-mode no"]
         conf = d / f"{kind}.conf"
         conf.write_text("\n".join([*common, *settings]) + "\n", encoding="utf-8")
         return conf
@@ -494,14 +501,15 @@ class RedisSentinelStaging:
         else:
             lines += ["appendonly no"]
         lines.append('save ""')  # no RDB snapshots: persistence, when wanted, is the AOF
-        lines.append(f"replicaof {HOST} {replicaof}" if replicaof else "replicaof no one")
+        upstream = f"{self._clients.host(replicaof)} {replicaof}" if replicaof else "no one"
+        lines.append(f"replicaof {upstream}")
         return self._write_conf(name, port, "redis", lines)
 
     def _write_sentinel_conf(self, name: str, port: int, master_port: int) -> Path:
         cfg = self.config
         mn = cfg.master_name
         lines = [
-            f"sentinel monitor {mn} {HOST} {master_port} {QUORUM}",
+            f"sentinel monitor {mn} {self._clients.host(master_port)} {master_port} {QUORUM}",
             f"sentinel down-after-milliseconds {mn} {cfg.down_after_ms}",
             f"sentinel failover-timeout {mn} {cfg.failover_timeout_ms}",
             f"sentinel parallel-syncs {mn} {cfg.parallel_syncs}",
@@ -514,11 +522,12 @@ class RedisSentinelStaging:
         if proc.port in RESERVED_PORTS:
             raise StagingError(f"refusing to start {proc.name} on reserved port {proc.port}")
         self._clients.discard(proc.port)
+        launcher = placed(self.config.placement, proc.name).launcher
         try:
             # stdout/stderr only carry what Redis prints before its logfile is open (config errors).
             with open(proc.stdio_log, "ab") as out:
                 proc.popen = subprocess.Popen(
-                    [self._binary, str(proc.conf), *extra],
+                    [*launcher, self._binary, str(proc.conf), *extra],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -130,12 +130,16 @@ class ControlClients:
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = timeout_s
         self._clients: dict[int, redis.Redis] = {}
+        self.hosts: dict[int, str] = {}  # port -> listen address, where it is not loopback (zones)
+
+    def host(self, port: int) -> str:
+        return self.hosts.get(port, HOST)
 
     def get(self, port: int) -> redis.Redis:
         client = self._clients.get(port)
         if client is None:
             client = redis.Redis(
-                host=HOST,
+                host=self.host(port),
                 port=port,
                 socket_timeout=self._timeout_s,
                 socket_connect_timeout=self._timeout_s,
@@ -266,7 +270,7 @@ class SentinelTopology:
         """REPLICAOF the master on `master_port`, unless the node already replicates it."""
         info = self._clients.info(node, "replication")
         if info.get("role") != "slave" or _int(info, "master_port") != master_port:
-            self._clients.command(node, "REPLICAOF", HOST, str(master_port))
+            self._clients.command(node, "REPLICAOF", self._clients.host(master_port), str(master_port))
 
     def versions(self) -> dict[str, str]:
         """redis_version (INFO server) of every server, by name."""
@@ -326,7 +330,8 @@ class SentinelTopology:
         master_port = next(iter(ports))
         assert master_port is not None
         master = self.node_by_port(master_port)
-        checks.append(f"all {len(votes)} Sentinels name {master.name} ({HOST}:{master_port}) as master")
+        where = f"{self._clients.host(master_port)}:{master_port}"
+        checks.append(f"all {len(votes)} Sentinels name {master.name} ({where}) as master")
 
         minfo = self._clients.info(master, "replication")
         if minfo.get("role") != "master":

@@ -13,9 +13,7 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 
 from firedrill.config import Profile
-from firedrill.drills.base import DrillRun
 from firedrill.drills.cache_persistence import CachePersistenceDrill, survivors
-from firedrill.probes import ProbeConfig
 from firedrill.steps.holder import DrillHolder
 from firedrill.targets.base import FailoverTarget, FaultKind, FaultSpec
 from firedrill.targets.factory import open_target
@@ -47,16 +45,7 @@ def redis_drill(holder: DrillHolder, redis_target: FailoverTarget) -> None:
 @given(parsers.parse("a Redis master with AOF persistence and appendfsync {policy}"))
 def aof_drill(holder: DrillHolder, redis_aof_staging: Callable[[str], LocalRedisTarget], policy: str) -> None:
     """A Redis master with AOF on and the given appendfsync policy (always or everysec), for one scenario."""
-    run = DrillRun(
-        drill="cache-persistence",
-        scenario=holder.scenario,
-        ctx=holder.ctx,
-        objectives=holder.objectives,
-        probe_config=ProbeConfig(
-            rate_hz=holder.rate_hz or holder.profile.probe.rate_hz,
-            op_timeout_s=holder.profile.probe.op_timeout_s,
-        ),
-    )
+    run = holder.probed_run("cache-persistence")
     # DrillHolder only needs `.run` and `.conclude()`, which the persistence drill has too.
     holder.drill = CachePersistenceDrill(redis_aof_staging(policy), run, policy)
 

@@ -40,23 +40,28 @@ class DrillHolder:
     pending_error: BaseException | None = field(default=None, repr=False)
     bare_run: DrillRun | None = None
 
+    def probed_run(self, drill: str) -> DrillRun:
+        """A run of `drill` for this scenario, its probes at the scenario's rate (else the profile's):
+        what every drill with canary probes starts from."""
+        return DrillRun(
+            drill=drill,
+            scenario=self.scenario,
+            ctx=self.ctx,
+            objectives=self.objectives,
+            probe_config=ProbeConfig(
+                rate_hz=self.rate_hz or self.profile.probe.rate_hz,
+                op_timeout_s=self.profile.probe.op_timeout_s,
+            ),
+        )
+
     def failover(self, name: str, target: FailoverTarget) -> FailoverDrill:
         if isinstance(self.drill, FailoverDrill):
             return self.drill
         if self.drill is None:
-            probe = ProbeConfig(
-                rate_hz=self.rate_hz or self.profile.probe.rate_hz,
-                op_timeout_s=self.profile.probe.op_timeout_s,
-            )
-            run = DrillRun(
-                drill=name,
-                scenario=self.scenario,
-                ctx=self.ctx,
-                objectives=self.objectives,
-                probe_config=probe,
-            )
             drill = FailoverDrill(
-                target, run, FailoverSettings(recovery_timeout_s=self.profile.recovery_timeout_s)
+                target,
+                self.probed_run(name),
+                FailoverSettings(recovery_timeout_s=self.profile.recovery_timeout_s),
             )
             self.drill = drill
             return drill

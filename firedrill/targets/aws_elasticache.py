@@ -45,6 +45,7 @@ from firedrill.errors import (
 )
 from firedrill.evidence import Node
 from firedrill.probes import ProbeConfig, SessionFactory
+from firedrill.targets.aws_lease import TagLease, cache_lease
 from firedrill.targets.base import Change, FaultKind, FaultSpec, TargetDescription
 from firedrill.targets.redis_canary import (
     CANARY_PREFIX,
@@ -266,6 +267,10 @@ class ElastiCacheFailoverTarget:
 
     def endpoint(self) -> RedisEndpoint:
         return self._endpoint
+
+    def drill_lease(self) -> TagLease:
+        """One drill per replication group at a time: a `firedrill:lease` tag on the group."""
+        return cache_lease(self._session, self._settings.replication_group_id, self.label)
 
     # ---- drill steps ---------------------------------------------------------------------------
     def check_steady_state(self, *, max_lag_s: float, timeout_s: float) -> dict[str, str]:

@@ -36,6 +36,7 @@ from firedrill.errors import ConfigError, SteadyStateNotMet, TargetError
 from firedrill.evidence import Node
 from firedrill.probes import ProbeConfig, SessionFactory
 from firedrill.targets import pg_canary
+from firedrill.targets.aws_lease import TagLease, rds_lease
 from firedrill.targets.base import Change, FaultKind, FaultSpec, TargetDescription
 from firedrill.targets.pg_canary import PgCanarySession, PgEndpoint
 
@@ -326,6 +327,10 @@ class RdsFailoverTarget:
 
     def endpoint(self) -> PgEndpoint:
         return self._endpoint
+
+    def drill_lease(self) -> TagLease:
+        """One drill per database at a time: a `firedrill:lease` tag on the instance or cluster."""
+        return rds_lease(self._session, self._db.source_type, self._db.source_id, self.label)
 
     # ---- drill steps ---------------------------------------------------------------------------
     def check_steady_state(self, *, max_lag_s: float, timeout_s: float) -> dict[str, str]:

@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from firedrill.aws.cleanup import delete_temporary_instance, find_leftovers, wait_deleted
@@ -33,6 +33,7 @@ from firedrill.errors import ConfigError, DeadlineExceeded, HarnessError, Target
 from firedrill.evidence import Node, new_run_id
 from firedrill.probes import ProbeConfig, SessionFactory
 from firedrill.targets import pg_canary
+from firedrill.targets.aws_lease import TagLease, rds_lease
 from firedrill.targets.aws_rds import MultiAzInstance, endpoint_for
 from firedrill.targets.base import Change, TargetDescription
 from firedrill.targets.local_pitr import (
@@ -158,6 +159,10 @@ class RdsRestoreTarget(RestoredReads):
                 "guardrail": self.guardrail,
             },
         )
+
+    def drill_lease(self) -> TagLease:
+        """One drill per source instance at a time: a `firedrill:lease` tag on it."""
+        return rds_lease(self._session, self._source.source_type, self._source.source_id, self.label)
 
     def supported_target_kinds(self) -> frozenset[TargetKind]:
         return frozenset({TargetKind.TIME})
@@ -439,14 +444,7 @@ class RdsRestoreTarget(RestoredReads):
             if "Address" not in ep:
                 raise TargetError(f"{iid} is available but reports no endpoint")
             host, port = ep["Address"], ep.get("Port", 5432)
-        src = self._endpoint
-        return PgEndpoint(
-            hosts=((host, port),),
-            dbname=src.dbname,
-            user=src.user,
-            password=src.password,
-            sslmode=src.sslmode,
-        )
+        return replace(self._endpoint, hosts=((host, port),))  # the source's database and credentials
 
     def _await_connect(self, iid: str, endpoint: PgEndpoint, deadline: float) -> float:
         last = ""

@@ -14,13 +14,14 @@ from firedrill.aws.guardrails import Identity
 from firedrill.evidence import Node
 from firedrill.probes import ProbeConfig, SessionFactory
 
-ChangeKind = Literal["aws", "data", "wait", "local"]
+ChangeKind = Literal["aws", "data", "wait", "local", "rest", "command"]
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
     """One thing a drill would do, as `firedrill plan` lists it: an AWS API call that changes
-    something, a write through the data plane, a bounded wait, or a local action."""
+    something, a write through the data plane, a bounded wait, a local action, an HA manager's
+    REST call, or a host command a profile names."""
 
     kind: ChangeKind
     action: str  # e.g. "rds:RebootDBInstance"
@@ -52,6 +53,7 @@ class FaultKind(StrEnum):
     REBOOT_FAILOVER = "reboot-failover"  # AWS RDS reboot with ForceFailover
     TEST_FAILOVER = "test-failover"  # AWS ElastiCache test_failover
     NETWORK_CUT = "network-cut"  # client-to-primary traffic blackholed for a duration (fault proxy)
+    DCS_QUORUM_LOSS = "dcs-quorum-loss"  # a majority of the HA manager's DCS (etcd) down for a duration
 
 
 @dataclass(frozen=True, slots=True)

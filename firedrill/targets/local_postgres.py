@@ -12,6 +12,20 @@ from firedrill.targets.base import FaultKind, FaultSpec, TargetDescription
 from firedrill.targets.pg_canary import PgCanarySession, PgEndpoint
 
 
+def describe_pg_staging(staging: PgStaging, settings: dict[str, str]) -> TargetDescription:
+    """The local PostgreSQL staging as evidence records it; who drives it adds its own settings."""
+    version = staging.server_version()
+    return TargetDescription(
+        kind="postgres",
+        environment_kind="local-staging",
+        servers={"postgresql": version},
+        nodes=tuple(
+            Node(name=n.name, role=n.role, address=n.address, version=version) for n in staging.nodes
+        ),
+        settings=settings,
+    )
+
+
 class LocalPostgresTarget:
     def __init__(self, staging: PgStaging) -> None:
         self._staging = staging
@@ -21,18 +35,23 @@ class LocalPostgresTarget:
         self._proxy: FaultProxy | None = None
         self._proxied: PgNode | None = None
 
+    @property
+    def staging(self) -> PgStaging:
+        """The staging under this target (knob steps reconfigure it; its lifetime is not ours)."""
+        return self._staging
+
     # ---- description ---------------------------------------------------------------------------
     def describe(self) -> TargetDescription:
         s = self._staging
-        return TargetDescription(
-            kind="postgres",
-            environment_kind="local-staging",
-            servers={"postgresql": s.server_version()},
-            nodes=tuple(
-                Node(name=n.name, role=n.role, address=n.address, version=s.server_version()) for n in s.nodes
-            ),
-            settings={
-                "replication": "synchronous" if s.config.sync_replication else "asynchronous",
+        return describe_pg_staging(
+            s,
+            {
+                "replication": (
+                    ("quorum (ANY 1)" if s.config.quorum else "synchronous")
+                    if s.config.sync_replication
+                    else "asynchronous"
+                ),
+                "synchronous_commit": s.config.synchronous_commit,
                 "wal_archive": "on",
                 "workdir": str(s.workdir),
             },

@@ -39,6 +39,11 @@ class LocalRedisTarget:
         self._failed: RedisNode | None = None
         self._frozen: RedisNode | None = None
 
+    @property
+    def staging(self) -> RedisSentinelStaging:
+        """The staging under this target (knob steps reconfigure it; its lifetime is not ours)."""
+        return self._staging
+
     # ---- description ---------------------------------------------------------------------------
     def describe(self) -> TargetDescription:
         s = self._staging
@@ -96,7 +101,7 @@ class LocalRedisTarget:
         acked, why = 0, ""
         # WAIT blocks up to max_lag_s: its own client, whose socket timeout outlasts that.
         with redis.Redis(
-            host=HOST,
+            host=master.host,
             port=master.port,
             socket_timeout=max_lag_s + 1.0,
             socket_connect_timeout=1.0,

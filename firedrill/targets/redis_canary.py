@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import redis
@@ -54,6 +54,8 @@ class SentinelEndpoint:
 
     sentinels: tuple[tuple[str, int], ...]
     service_name: str
+    password: str | None = field(default=None, repr=False)  # AUTH of the data nodes
+    sentinel_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.sentinels:
@@ -132,6 +134,7 @@ class RedisCanarySession:
                 "socket_connect_timeout": t,
                 "retry": Retry(NoBackoff(), 0),  # an unreachable Sentinel: ask the next one
                 "protocol": 2,
+                "password": self._endpoint.sentinel_password,
             },
         )
         # The pool `Sentinel.master_for` builds, with bounded timeouts and an explicit retry, but
@@ -145,6 +148,7 @@ class RedisCanarySession:
             socket_connect_timeout=t,
             retry=_command_retry(),
             protocol=2,
+            password=self._endpoint.password,
         )
         self._client = redis.Redis(connection_pool=self._pool, single_connection_client=True)
         return self._client

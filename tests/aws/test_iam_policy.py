@@ -20,9 +20,13 @@ from botocore import xform_name
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "iam" / "firedrill-drill-policy.json"
-SERVICES = ("rds", "elasticache", "sts", "secretsmanager", "s3")  # boto3 client name == IAM prefix
+SERVICES = ("rds", "elasticache", "sts", "secretsmanager", "s3", "fis", "cloudwatch")  # client == IAM prefix
 # Permissions AWS checks on top of the called action (service authorization reference).
-IMPLIED = {"rds:RestoreDBInstanceToPointInTime": {"rds:AddTagsToResource"}}  # Tags= on create
+IMPLIED = {
+    "rds:RestoreDBInstanceToPointInTime": {"rds:AddTagsToResource"},  # Tags= on create
+    "fis:CreateExperimentTemplate": {"fis:TagResource", "iam:PassRole"},  # tags=, roleArn= (the FIS role)
+    "fis:StartExperiment": {"fis:TagResource"},  # tags= on the experiment
+}
 # S3 operations -> the IAM actions AWS checks for them (the S3 actions reference: "Operations").
 _COPY = {"s3:PutObject", "s3:GetObjectVersion"}  # a copy of a given version: read it, write the key
 S3_IAM = {
@@ -125,6 +129,11 @@ def test_the_scan_finds_the_calls_that_matter() -> None:
         "elasticache:TestFailover",
         "elasticache:DescribeEvents",
         "elasticache:ListTagsForResource",
+        "rds:ListTagsForResource",  # the drill lease tag (targets/aws_lease.py)
+        "rds:AddTagsToResource",
+        "rds:RemoveTagsFromResource",
+        "elasticache:AddTagsToResource",
+        "elasticache:RemoveTagsFromResource",
         "secretsmanager:GetSecretValue",
         "s3:GetBucketTagging",
         "s3:GetBucketVersioning",
@@ -132,6 +141,12 @@ def test_the_scan_finds_the_calls_that_matter() -> None:
         "s3:UploadPart",
         "s3:UploadPartCopy",
         "s3:DeleteObjects",
+        "fis:CreateExperimentTemplate",
+        "fis:StartExperiment",
+        "fis:GetExperiment",
+        "fis:StopExperiment",
+        "fis:DeleteExperimentTemplate",
+        "cloudwatch:DescribeAlarms",
     } <= found
     assert set(S3_IAM) <= found, "an S3 mapping no code needs any more"
 
@@ -160,13 +175,17 @@ def test_every_mutating_action_is_scoped_by_resource_and_tag() -> None:
             continue
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
         assert "*" not in resources, f"{action} may touch any resource"
-        if action.startswith(("rds:", "elasticache:")):
+        if action.startswith(("rds:", "elasticache:", "fis:")):
             condition = json.dumps(st.get("Condition", {}))
             assert "aws:ResourceTag/" in condition or "aws:RequestTag/" in condition, (
                 f"{action} has no tag condition"
             )
     deletes = [st for a, st in _policy_actions() if a == "rds:DeleteDBInstance"]
     assert deletes and all(st["Resource"] == ["arn:aws:rds:*:*:db:firedrill-*"] for st in deletes)
+    # The FIS experiment role: passed only to FIS, only a role named for it.
+    passes = [st for a, st in _policy_actions() if a == "iam:PassRole"]
+    assert passes and all("fis.amazonaws.com" in json.dumps(st.get("Condition", {})) for st in passes)
+    assert all(st["Resource"] == ["arn:aws:iam::*:role/firedrill-fis-*"] for st in passes)
     # S3 objects: read, written and deleted only under the drill's own prefix; listed only there.
     for action, st in _policy_actions():
         if (action.startswith("s3:") and "Object" in action) or action == "s3:AbortMultipartUpload":

@@ -41,16 +41,33 @@ LAYERS: list[tuple[str, list[str]]] = [
             "firedrill.evidence",
             "firedrill.config",
             "firedrill.measure",
+            "firedrill.measure_ha",  # the HA manager's failover phases, pure
             "firedrill.object_versions",  # S3 version selection, restore plan, verification; pure
+            "firedrill.config_ha",  # profile sections of HA-managed PostgreSQL
+            "firedrill.config_sentinel",  # profile section of an existing Redis Sentinel deployment
             "firedrill.probes",
             "firedrill.catalogue",
             "firedrill.manifest",
+            "firedrill.evidence_load",
+            "firedrill.config_knobs",
+            "firedrill.load.accounting",  # pure: the load's loss, windows and phases
+            "firedrill.load.generator",  # threads only, like the probes
+            "firedrill.config_zones",  # profile section of the zone outage drill (local zones, AWS FIS)
+            "firedrill.evidence_zones",  # the zone drill's evidence: layout, cuts, per-resource table, FIS
+            "firedrill.measure_zones",  # pure: RTO and loss per resource, split brain by seq
         ],
     ),
     (
         # AWS plumbing, fault injection, staging, the audit trail, rendering reports from evidence
         "platform",
-        ["firedrill.aws", "firedrill.faults", "firedrill.staging", "firedrill.audit", "firedrill.report"],
+        [
+            "firedrill.aws",
+            "firedrill.faults",
+            "firedrill.staging",
+            "firedrill.audit",
+            "firedrill.report",
+            "firedrill.load",  # the load's store clients (psycopg, redis-py)
+        ],
     ),
     ("targets", ["firedrill.targets"]),  # the adapters a drill drives, and the registry picking them
     ("run context", ["firedrill.run_context"]),  # who runs a drill, where, where its evidence goes
