@@ -15,5 +15,7 @@ lint: setup
 	.venv/bin/mypy --strict firedrill
 
 test: export FIREDRILL_WITH_BROWSER = 1
+# Two workers (tests/conftest.py makes the units of work). zone_loss.feature runs once, in a child of
+# tests/integration/test_zones.py, which holds its evidence to exact figures.
 test: setup lint
-	.venv/bin/pytest -p no:cacheprovider -q
+	.venv/bin/pytest -p no:cacheprovider -q -n 2 --no-loadscope-reorder --ignore=features/zone_loss.feature

@@ -48,6 +48,7 @@ class ResourceRecord(_Frozen):
     client_zone: str
     status: str  # "no outage", "recovered", "not recovered", "not measured"
     rto_s: float | None = None
+    rto_floor_s: float | None = None  # the start of this probe's last failed write before recovery
     outage_seen: bool = False
     outage_s: float | None = None
     first_failure_s: float | None = None
@@ -67,8 +68,10 @@ class ResourceRecord(_Frozen):
     # their RTOs, how much later the service was back, and what it was doing meanwhile.
     behind: list[str] = Field(default_factory=list)
     store_rto_s: float | None = None
+    store_floor_s: float | None = None  # the latest moment one of those stores' probes still failed
     gap_s: float | None = None
     gap_phase: str = ""
+    ordered: bool | None = None  # back no earlier than its stores were last seen down
 
 
 class FisStateRecord(_Frozen):

@@ -56,10 +56,16 @@ def _phase(name: str, start: float, end: float, fault_at: float) -> Phase:
 
 def _holds_key(events: Sequence[Event], promoted: Event) -> bool:
     """A node that kept the leader key throughout may promote again on a new timeline (Patroni
-    demotes a leader that cannot reach the DCS, and promotes it back once it can): no election."""
+    demotes a leader that cannot reach the DCS, and promotes it back once it can): no election.
+    While the DCS cannot be read the key is unknown, not gone: the holder is the one last read before
+    the promotion, and it must still hold the key when the DCS is read again."""
     name = promoted.detail.partition("@")[0]
-    before = [e for e in events if e.kind is EventKind.HA_ROLES and e.mono <= promoted.mono]
-    return bool(before) and parse_roles(max(before, key=lambda e: e.mono)).leader == name
+    readable = [s for s in snapshots(events) if s.dcs_ok]
+    before = [s for s in readable if s.mono <= promoted.mono]
+    after = [s for s in readable if s.mono > promoted.mono]
+    if not before or before[-1].leader != name:
+        return False
+    return not after or after[0].leader == name
 
 
 def has_ha_events(events: Sequence[Event]) -> bool:

@@ -47,6 +47,9 @@ class ResourceResult:
     client_zone: str
     status: Status
     rto_s: float | None  # fault to the first acknowledged write on a recovered node
+    # Fault to the start of the last failed write before that ack: this client's store was still
+    # down then, so it came back between the two (the RTO's resolution); rto_s when nothing failed.
+    rto_floor_s: float | None
     outage_seen: bool
     outage_s: float | None  # as the client saw it; 0.0 with no outage; None if never recovered
     first_failure_at: float | None  # monotonic
@@ -110,6 +113,7 @@ def _measure_one(
             probe.client_zone,
             "not measured",
             None,
+            None,
             False,
             None,
             None,
@@ -129,6 +133,11 @@ def _measure_one(
     status: Status = "not recovered"
     if outage.recovered:
         status = "recovered" if outage.outage_seen else "no outage"
+    floor = outage.rto_s
+    if outage.first_recovered_at is not None:
+        recovered_at = outage.first_recovered_at
+        down = [s.start for s in samples if not s.ok and s.start >= fault_at and s.end <= recovered_at]
+        floor = max(down) - fault_at if down else outage.rto_s
     stale = sorted(
         {
             s.seq
@@ -151,6 +160,7 @@ def _measure_one(
         client_zone=probe.client_zone,
         status=status,
         rto_s=outage.rto_s,
+        rto_floor_s=floor,
         outage_seen=outage.outage_seen,
         outage_s=outage.outage_s,
         first_failure_at=outage.first_failure_at,
@@ -188,13 +198,21 @@ class ServiceGap:
     probe: str  # the service's probe
     behind: tuple[str, ...]  # the stores' probes it is compared with
     store_rto_s: float | None  # the slowest of their RTOs; None when one of them was not measured
-    gap_s: float | None  # the service's RTO minus that: its own part of the outage
+    # The latest moment (from the fault) a store's probe still failed: each store's own probe sees
+    # it back between its floor and its RTO, so the service's client may have found it back earlier.
+    store_floor_s: float | None
+    gap_s: float | None  # the service's RTO minus store_rto_s: its own part of the outage
     errors: dict[str, int]  # what the service answered from the stores' recovery to its own
+    service_rto_s: float | None = None
 
     @property
     def ordered(self) -> bool | None:
-        """The service came back no earlier than its slowest store (None: not measurable)."""
-        return None if self.gap_s is None else self.gap_s >= 0
+        """The service came back no earlier than its stores were last seen down (None: not
+        measurable). A service acknowledging writes while a store's own probe still fails is
+        writing somewhere that probe cannot: a finding, not a faster recovery."""
+        if self.service_rto_s is None or self.store_floor_s is None:
+            return None
+        return self.service_rto_s >= self.store_floor_s
 
 
 def service_gap(
@@ -207,6 +225,8 @@ def service_gap(
     fault_at = fault_time(events)
     rtos = [r.rto_s for r in stores]
     store_rto = None if not rtos or any(v is None for v in rtos) else max(v for v in rtos if v is not None)
+    floors = [r.rto_floor_s for r in stores if r.rto_floor_s is not None]
+    floor = None if store_rto is None or len(floors) < len(stores) else max(floors)
     gap = None if service.rto_s is None or store_rto is None else service.rto_s - store_rto
     errors: Counter[str] = Counter()
     if store_rto is not None and service.recovered_at is not None:
@@ -219,4 +239,6 @@ def service_gap(
             and not s.ok
             and back <= s.end <= service.recovered_at
         )
-    return ServiceGap(service.probe, tuple(r.probe for r in stores), store_rto, gap, dict(errors))
+    return ServiceGap(
+        service.probe, tuple(r.probe for r in stores), store_rto, floor, gap, dict(errors), service.rto_s
+    )

@@ -414,8 +414,9 @@ class ZoneDrill:
             self.run.check(
                 ORDER_CHECK,
                 gap.ordered,
-                f"service {row.rto_s or 0.0:.3f} s, stores {gap.store_rto_s or 0.0:.3f} s ({slowest}): "
-                f"{gap.gap_s or 0.0:+.3f} s" + (f", {phase}" if phase else ""),
+                f"service {row.rto_s or 0.0:.3f} s, stores {gap.store_rto_s or 0.0:.3f} s ({slowest}; "
+                f"last seen down at {gap.store_floor_s or 0.0:.3f} s): {gap.gap_s or 0.0:+.3f} s"
+                + (f", {phase}" if phase else ""),
                 blocking=False,
             )
 
@@ -441,6 +442,7 @@ class ZoneDrill:
                 client_zone=r.client_zone,
                 status=r.status,
                 rto_s=round6(r.rto_s),
+                rto_floor_s=round6(r.rto_floor_s),
                 outage_seen=r.outage_seen,
                 outage_s=round6(r.outage_s),
                 first_failure_s=rel(r.first_failure_at),
@@ -477,7 +479,9 @@ class ZoneDrill:
         return {
             "behind": list(gap.behind),
             "store_rto_s": round6(gap.store_rto_s),
+            "store_floor_s": round6(gap.store_floor_s),
             "gap_s": round6(gap.gap_s),
+            "ordered": gap.ordered,
             "gap_phase": gap_phase(Counter(gap.errors), gap.gap_s, period),
         }
 

@@ -22,6 +22,7 @@ from firedrill.staging.common import (
     free_port,
     make_workdir,
     pid_alive,
+    pids_naming,
     reap_zombies,
     remove_tree,
     signal_tree,
@@ -219,6 +220,8 @@ class PgStaging:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 self._stop_node(node, mode="immediate")
+            with contextlib.suppress(Exception):
+                self._kill_strays(node)
         reap_zombies("postgres")
         if self.workdir is not None:
             remove_tree(self.workdir)
@@ -414,6 +417,25 @@ class PgStaging:
             chown_tree(path, self._user)
 
     def _start_node(self, node: PgNode) -> None:
+        """pg_ctl start; a port another process took since `free_port()` chose it (an outgoing
+        connection's ephemeral port, say) is replaced by a fresh one. Any other failure names the
+        server's own reason, from its log, instead of pg_ctl's "Examine the log output"."""
+        for attempt in range(3):
+            logged = _log_size(node.logfile)
+            try:
+                self._pg_ctl_start(node)
+                return
+            except StagingError as exc:
+                self._kill_strays(node)  # a postmaster pg_ctl gave up on must not outlive the staging
+                logged_now = _log_since(node.logfile, logged)
+                if "Address already in use" in logged_now and attempt < 2 and node.host.startswith("127."):
+                    log.info("%s: port %d was taken, retrying on another", node.name, node.port)
+                    node.port = free_port()
+                    continue
+                reason = _server_reason(logged_now)
+                raise StagingError(f"start of {node.name} failed: {reason}" if reason else str(exc)) from exc
+
+    def _pg_ctl_start(self, node: PgNode) -> None:
         opts = f"-p {node.port} -h {node.host}"
         self._tool(
             [
@@ -432,6 +454,18 @@ class PgStaging:
             what=f"start of {node.name}",
             node=node.name,
         )
+
+    def _kill_strays(self, node: PgNode) -> None:
+        """SIGKILL every process still running from `node`'s data directory."""
+        for stray in pids_naming(f"-D {node.datadir} "):
+            with contextlib.suppress(OSError):
+                signal_tree(stray, signal.SIGKILL)
+        pid = node.postmaster_pid()
+        if pid is not None and pid_alive(pid):
+            signal_tree(pid, signal.SIGKILL)
+            with contextlib.suppress(DeadlineExceeded):
+                wait_until(f"{node.name} killed", lambda: not pid_alive(pid), timeout_s=10)
+        reap_zombies("postgres")
 
     def _stop_node(self, node: PgNode, *, mode: str) -> None:
         pid = node.postmaster_pid()
@@ -460,3 +494,30 @@ class PgStaging:
             return "\n".join(node.logfile.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _log_size(logfile: Path) -> int:
+    try:
+        return logfile.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(logfile: Path, offset: int) -> str:
+    """What the server wrote to `logfile` after `offset`."""
+    try:
+        with logfile.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _server_reason(text: str) -> str:
+    """The server's last FATAL/PANIC/ERROR line in `text` (its log), else its last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        for level in ("FATAL:", "PANIC:", "ERROR:"):
+            if level in line:
+                return " ".join(line[line.index(level) :].split())
+    return lines[-1] if lines else ""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.processes import own_servers
+
 FIREDRILL = [sys.executable, "-m", "firedrill.cli.main"]
 
 
@@ -26,17 +28,9 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-def staging_postgres_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "firedrill-pg-"], capture_output=True, text=True).stdout
-    pids = set()
-    for pid in map(int, out.split()):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and pid != os.getpid():
-            pids.add(pid)
-    return pids
+def staging_postgres_pids(run: int) -> set[int]:
+    """The staging servers below the firedrill process `run` (other runs' stagings are theirs)."""
+    return {int(line.split()[0]) for line in own_servers("firedrill-pg-", root=run)}
 
 
 @pytest.mark.parametrize(
@@ -79,7 +73,6 @@ def test_corrupt_evidence_is_refused_in_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_tears_the_staging_down(tmp_path: Path, sig: signal.Signals) -> None:
-    before = staging_postgres_pids()
     proc = subprocess.Popen(
         [*FIREDRILL, "run", "failover", "--quiet", "--out", str(tmp_path)],
         stdout=subprocess.PIPE,
@@ -88,7 +81,7 @@ def test_interrupt_tears_the_staging_down(tmp_path: Path, sig: signal.Signals) -
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
-    while not (staging_postgres_pids() - before):
+    while not staging_postgres_pids(proc.pid):
         assert time.monotonic() < deadline, "the staging never started"
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
@@ -97,6 +90,7 @@ def test_interrupt_tears_the_staging_down(tmp_path: Path, sig: signal.Signals) -
         os.killpg(proc.pid, sig)  # Ctrl-C in a terminal reaches the whole foreground group
     else:
         proc.send_signal(sig)  # a supervisor stopping firedrill signals only the main process
+    servers = staging_postgres_pids(proc.pid)  # its own, while it runs: they must all be gone after
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert "interrupted" in err
@@ -108,7 +102,7 @@ def test_interrupt_tears_the_staging_down(tmp_path: Path, sig: signal.Signals) -
     # the machine may have stagings of their own, so nothing else is compared.
     workdirs = [r["environment"]["settings"].get("workdir") for r in records]
     if not any(workdirs):  # cut short while the staging started: compare processes instead
-        assert not (staging_postgres_pids() - before), "staging servers left behind"
+        assert not [p for p in servers if _not_zombie(p)], "staging servers left behind"
     for workdir in filter(None, workdirs):
         assert not Path(workdir).exists(), f"{workdir} left behind"
         left = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True).stdout.split()

@@ -31,6 +31,7 @@ from firedrill.targets.knobs import set_redis_knobs
 from firedrill.targets.load_binding import bind_load
 from firedrill.targets.local_postgres import LocalPostgresTarget
 from firedrill.targets.local_redis import open_local_redis
+from tests.fixtures.processes import own_servers
 
 FAST = FailoverSettings(baseline_s=0.5, settle_s=0.5, steady_timeout_s=20, recovery_timeout_s=30)
 
@@ -155,12 +156,8 @@ def test_a_bad_load_parameter_is_one_line_and_exit_2(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _nothing_left_running() -> object:
     yield None
-    out = subprocess.run(
-        ["pgrep", "-af", "firedrill-pg-|firedrill-redis-|reference_app/app.py"],
-        capture_output=True,
-        text=True,
-    )
-    assert out.stdout.strip() == "", out.stdout
+    left = own_servers("firedrill-pg-|firedrill-redis-|reference_app/app.py")
+    assert not left, left
 
 
 def test_the_service_is_never_back_before_the_store_it_writes_to(tmp_path: Path) -> None:

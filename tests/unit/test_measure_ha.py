@@ -112,6 +112,28 @@ def test_the_key_holder_promoting_itself_again_needs_no_election() -> None:
     assert [p.name for p in result.phases] == ["reconnect"]
 
 
+def test_a_key_holder_promoted_while_the_dcs_is_still_unreadable_needs_no_election() -> None:
+    """As seen on the real HA staging: the demoted leader promotes itself a moment before the watcher
+    can read the key again, and the key it then reads is still its own."""
+    events = [
+        *quorum_timeline(),
+        ev(EventKind.NEW_PRIMARY, 26, "pg-1@2"),
+        roles(26.0, "?", pg_1="primary@2"),
+        roles(26.3, "pg-1", pg_1="primary@2"),
+    ]
+    assert not measure_ha(events, recovered_at=T0 + 26.1).problems
+
+
+def test_a_promotion_while_the_dcs_is_unreadable_by_a_node_that_then_lacks_the_key_is_a_problem() -> None:
+    events = [
+        *quorum_timeline(),
+        ev(EventKind.NEW_PRIMARY, 26, "pg-1@2"),
+        roles(26.3, "pg-2", pg_1="primary@2"),
+    ]
+    [problem] = measure_ha(events, recovered_at=T0 + 26.1).problems
+    assert "no node was seen taking the leader key" in problem
+
+
 def test_a_key_change_between_two_polls_is_one_merged_phase() -> None:
     events = [e for e in kill_timeline() if e.kind is not EventKind.LEADER_LOST]
     result = measure_ha(events, recovered_at=T0 + 20.5)

@@ -149,11 +149,16 @@ def test_measuring_needs_a_fault_event() -> None:
 SVC = "198.18.0.12:5001+198.18.0.13:6002"
 
 
+def _timeouts(t0: float, t1: float) -> list[tuple[float, float, bool, str | None]]:
+    """Writes timing out after 0.5 s, back to back from t0 to t1."""
+    return [(t0 + k * 0.5, t0 + (k + 1) * 0.5, False, None) for k in range(round((t1 - t0) / 0.5))]
+
+
 def _service_rows(service_back: float) -> tuple[list[Sample], list[ResourceResult]]:
     """PostgreSQL back at 12.0, Redis at 13.0; the service behind both fails until `service_back`
     (PoolTimeout until 13.0, then Timeout), then acknowledges through the new nodes."""
-    pg = [*_steady("pg", PG_A, 9.0, 10.0), (10.0, 10.5, False, None), *_steady("pg", PG_B, 12.0, 14.0)]
-    rd = [*_steady("rd", RD_A, 9.0, 10.0), (10.0, 10.5, False, None), *_steady("rd", RD_C, 13.0, 14.0)]
+    pg = [*_steady("pg", PG_A, 9.0, 10.0), *_timeouts(10.0, 12.0), *_steady("pg", PG_B, 12.0, 14.0)]
+    rd = [*_steady("rd", RD_A, 9.0, 10.0), *_timeouts(10.0, 13.0), *_steady("rd", RD_C, 13.0, 14.0)]
     svc = _run("svc", _steady("svc", RD_A, 9.0, 10.0))
     t, seq = 10.0, len(svc)
     while t < service_back - 1e-9:
@@ -189,11 +194,27 @@ def test_a_service_is_set_against_the_slowest_store_behind_it() -> None:
     assert gap.errors == {"ClientTimeout": 4}
 
 
-def test_a_service_back_before_its_store_is_not_ordered() -> None:
-    samples, [pg, rd, svc] = _service_rows(service_back=12.5)
+def test_a_service_back_while_its_store_still_fails_is_not_ordered() -> None:
+    samples, [pg, rd, svc] = _service_rows(service_back=12.0)
+    assert (pg.rto_floor_s, rd.rto_floor_s) == pytest.approx((1.5, 2.5))  # their last failed writes
     gap = service_gap(samples, _events(), svc, [pg, rd])
-    assert gap.gap_s == pytest.approx(-0.5) and gap.ordered is False
+    assert gap.store_floor_s == pytest.approx(2.5) and gap.gap_s == pytest.approx(-1.0)
+    assert gap.ordered is False  # acknowledged at 12.005, while Redis's own write from 12.5 failed
     assert gap.errors == {}
+
+
+def test_a_service_back_within_the_stores_probe_resolution_is_ordered() -> None:
+    """Redis's last failed write started at 12.5 and its probe's first ack ended at 13.005: Redis came
+    back in between. The service's client found it back at 12.605, before the canary did."""
+    samples, [pg, rd, svc] = _service_rows(service_back=12.6)
+    gap = service_gap(samples, _events(), svc, [pg, rd])
+    assert gap.gap_s == pytest.approx(-0.4) and gap.ordered is True
+
+
+def test_with_no_failed_write_the_floor_is_the_rto() -> None:
+    pg = _run("pg", [*_steady("pg", PG_A, 9.0, 10.0), *_steady("pg", PG_B, 10.5, 11.0)])
+    [row] = measure_resources(pg, _events(), [_probe("postgres", "pg", {PG_B}, None)])
+    assert row.rto_s is not None and row.rto_floor_s == row.rto_s
 
 
 def test_a_service_behind_an_unmeasured_store_has_no_gap() -> None:
