@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _pytest.mark.expression import Expression  # pytest's own -k grammar
+
 from firedrill.catalogue import catalogue, drill_names, get_drill
 from firedrill.errors import ConfigError, HarnessError
 from firedrill.evidence import EvidenceRecord, load_evidence
@@ -147,6 +149,8 @@ def run_drills(
     here = (cwd or Path.cwd()).resolve()
     selection = select(drills, here)
     check_selection(selection)
+    if scenario_filter:
+        check_scenario_filter(scenario_filter)
     out = (out_root or default_out()).resolve()
     check_writable(out)
     with tempfile.TemporaryDirectory(prefix="firedrill-run-") as tmp:
@@ -186,6 +190,16 @@ def run_drills(
             ]
         code = _run_child(args, here)
         return _read_manifest(manifest, code)
+
+
+def check_scenario_filter(expression: str) -> None:
+    """A -k expression pytest cannot parse is one ConfigError line, before any server starts
+    (pytest would report it only after collection, among its own output)."""
+    try:
+        Expression.compile(expression)
+    except Exception as exc:  # SyntaxError since pytest 9.2, its own ParseError before
+        why = getattr(exc, "msg", None) or getattr(exc, "message", None) or str(exc)
+        raise ConfigError(f"-k {expression!r}: not a valid scenario filter ({why})") from exc
 
 
 def _run_child(args: list[str], cwd: Path) -> int:

@@ -5,8 +5,9 @@ zone stagings' servers, `firedrill.staging.placement`).
 
 It runs with this interpreter in its own session (a Ctrl-C to firedrill does not kill it before
 teardown), is stopped with SIGTERM (SIGKILL after a grace) by `stop()`, and is remembered for the
-interpreter's exit like every staging process. The application ships with the firedrill checkout;
-an installed firedrill names where it looked when it is missing.
+interpreter's exit like every staging process. The application is package data
+(`firedrill/reference_app/`, linked from `examples/reference_app` in the checkout), so an installed
+firedrill has it too; a broken install names where it looked.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from firedrill.errors import StagingError
 from firedrill.staging.common import make_workdir, remove_tree, track, untrack
 from firedrill.staging.placement import DEFAULT, Placement, command
 
-APP = Path(__file__).resolve().parents[2] / "examples" / "reference_app" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "reference_app" / "app.py"
 
 
 class ReferenceApp:
@@ -59,7 +60,7 @@ class ReferenceApp:
     def start(self) -> ReferenceApp:
         if not self._app.is_file():
             raise StagingError(
-                f"the reference application is not here: {self._app} (it ships with the firedrill checkout)"
+                f"the reference application is not here: {self._app} (firedrill's package data is incomplete)"
             )
         track(self)
         self._workdir = make_workdir("firedrill-app-")

@@ -116,3 +116,21 @@ def test_init_then_run_then_pytest_from_an_empty_directory(installed: Path, tmp_
     assert pytest_run.returncode == 0, pytest_run.stdout[-3000:]
     assert "1 passed" in pytest_run.stdout
     assert len(list(drills.glob("reports/out/*/evidence.json"))) == 2
+
+
+def test_the_installed_tool_runs_the_reference_application(installed: Path, tmp_path: Path) -> None:
+    """The reference application is package data: a drill behind it runs from the installed wheel."""
+    app = next(installed.glob("lib/python*/site-packages/firedrill/reference_app/app.py"))
+    assert app.is_file()
+    run = subprocess.run(
+        [str(installed / "bin" / "firedrill"), "run", "failover", "-k", "reference and application", "--quiet"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "1/1 scenarios passed" in run.stdout
+    [record] = [json.loads(p.read_text()) for p in tmp_path.glob("reports/out/*/evidence.json")]
+    assert record["service"]["rto_s"] is not None and record["service"]["lost_writes"] == 0

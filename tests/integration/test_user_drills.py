@@ -115,6 +115,7 @@ def test_a_relative_config_is_read_from_the_working_directory(tmp_path: Path) ->
         (["run", "failover", "--config", "rel-missing.toml"], "config file not found: rel-missing.toml"),
         (["run", "typo.feature"], 'typo.feature:4: no step matches "When the primary is kiled"'),
         (["init", "/proc/forbidden/drills"], "cannot write the starter drills to /proc/forbidden/drills"),
+        (["run", "failover", "-k", "behind the app"], "-k 'behind the app': not a valid scenario filter"),
     ],
 )
 def test_bad_input_of_a_drills_directory_is_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
