@@ -123,7 +123,7 @@ def test_the_installed_tool_runs_the_reference_application(installed: Path, tmp_
     app = next(installed.glob("lib/python*/site-packages/firedrill/reference_app/app.py"))
     assert app.is_file()
     run = subprocess.run(
-        [str(installed / "bin" / "firedrill"), "run", "failover", "-k", "reference and application", "--quiet"],
+        [str(installed / "bin" / "firedrill"), "run", "failover", "-k", "reference and app", "--quiet"],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
