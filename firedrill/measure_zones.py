@@ -197,13 +197,13 @@ class ServiceGap:
 
     probe: str  # the service's probe
     behind: tuple[str, ...]  # the stores' probes it is compared with
+    service_rto_s: float | None
     store_rto_s: float | None  # the slowest of their RTOs; None when one of them was not measured
     # The latest moment (from the fault) a store's probe still failed: each store's own probe sees
     # it back between its floor and its RTO, so the service's client may have found it back earlier.
     store_floor_s: float | None
     gap_s: float | None  # the service's RTO minus store_rto_s: its own part of the outage
     errors: dict[str, int]  # what the service answered from the stores' recovery to its own
-    service_rto_s: float | None = None
 
     @property
     def ordered(self) -> bool | None:
@@ -240,5 +240,5 @@ def service_gap(
             and back <= s.end <= service.recovered_at
         )
     return ServiceGap(
-        service.probe, tuple(r.probe for r in stores), store_rto, floor, gap, dict(errors), service.rto_s
+        service.probe, tuple(r.probe for r in stores), service.rto_s, store_rto, floor, gap, dict(errors)
     )

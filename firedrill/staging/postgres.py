@@ -456,15 +456,14 @@ class PgStaging:
         )
 
     def _kill_strays(self, node: PgNode) -> None:
-        """SIGKILL every process still running from `node`'s data directory."""
-        for stray in pids_naming(f"-D {node.datadir} "):
+        """SIGKILL every process still running from `node`'s data directory (the postmaster's
+        command line names it, whether or not it wrote postmaster.pid), and its backends."""
+        strays = pids_naming(f"-D {node.datadir} ")
+        for pid in strays:
             with contextlib.suppress(OSError):
-                signal_tree(stray, signal.SIGKILL)
-        pid = node.postmaster_pid()
-        if pid is not None and pid_alive(pid):
-            signal_tree(pid, signal.SIGKILL)
-            with contextlib.suppress(DeadlineExceeded):
-                wait_until(f"{node.name} killed", lambda: not pid_alive(pid), timeout_s=10)
+                signal_tree(pid, signal.SIGKILL)
+        with contextlib.suppress(DeadlineExceeded):
+            wait_until(f"{node.name} killed", lambda: not any(map(pid_alive, strays)), timeout_s=10)
         reap_zombies("postgres")
 
     def _stop_node(self, node: PgNode, *, mode: str) -> None:

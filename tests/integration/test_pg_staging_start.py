@@ -29,6 +29,7 @@ def test_a_port_taken_before_the_server_binds_it_is_replaced(
     monkeypatch.setattr(pg_staging, "free_port", lambda: next(handed, None) or free_port())
     with PgStaging() as staging:
         assert staging.standby.port != taken_port
+        assert len(own_servers(f"-D {staging.workdir}/")) == 2  # both postmasters, seen below us
         staging.wait_steady(max_lag_s=1, timeout_s=10)
     assert not own_servers("firedrill-pg-")
 
